@@ -1,0 +1,147 @@
+"""Per-position Gaussian: both exact forms against a plain NumPy reference (the authors' recipe)."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from fsad.gaussian import GAUSSIAN_EPS, PositionalGaussian, random_channel_subset
+
+
+def _features(n: int, c: int, h: int, w: int, seed: int, rank: int | None = None) -> torch.Tensor:
+    """Random features; with `rank`, ReLU of a low-rank mix with spread channel scales (like CNN features)."""
+    gen = torch.Generator().manual_seed(seed)
+    if rank is None:
+        return torch.randn(n, c, h, w, generator=gen)
+    basis = torch.randn(rank, c, generator=torch.Generator().manual_seed(99)) * torch.logspace(0, 1, c)
+    z = torch.randn(n, h * w, rank, generator=gen) @ basis + 0.1 * torch.randn(n, h * w, c, generator=gen)
+    return torch.relu(z).permute(0, 2, 1).reshape(n, c, h, w).contiguous()
+
+
+def _numpy_reference(support: torch.Tensor, test: torch.Tensor, eps: float = GAUSSIAN_EPS) -> np.ndarray:
+    """The authors' per-position loop: np.cov + eps*I, np.linalg.inv, sqrt((x-mu)^T S^-1 (x-mu))."""
+    s = support.double().numpy()
+    t = test.double().numpy()
+    n, c, h, w = s.shape
+    out = np.zeros((t.shape[0], h, w))
+    for i in range(h):
+        for j in range(w):
+            x = s[:, :, i, j]
+            mu = x.mean(0)
+            cov = np.cov(x, rowvar=False) + eps * np.eye(c)
+            inv = np.linalg.inv(cov)
+            for m in range(t.shape[0]):
+                v = t[m, :, i, j] - mu
+                out[m, i, j] = np.sqrt(v @ inv @ v)
+    return out
+
+
+@pytest.mark.parametrize("n, method", [(12, "lowrank"), (12, "auto"), (80, "full"), (80, "auto")])
+def test_matches_numpy_reference(n, method):
+    support = _features(n, 32, 3, 4, seed=1)
+    test = _features(5, 32, 3, 4, seed=2)
+    g = PositionalGaussian().fit(support, method=method)
+    assert g.method_ == ("lowrank" if n < 32 else "full")
+    got = g.mahalanobis(test).double().numpy()
+    ref = _numpy_reference(support, test)
+    assert got.shape == (5, 3, 4)
+    np.testing.assert_allclose(got, ref, rtol=1e-4)
+
+
+def test_lowrank_and_full_agree_at_realistic_conditioning():
+    # N=20 < C=96 on ReLU low-rank features: condition numbers far above random data's.
+    support = _features(20, 96, 4, 4, seed=3, rank=8)
+    test = torch.cat([_features(6, 96, 4, 4, seed=4, rank=8), support[:3]])  # incl. in-sample points
+    low = PositionalGaussian().fit(support, method="lowrank").mahalanobis(test)
+    full = PositionalGaussian().fit(support, method="full").mahalanobis(test)
+    torch.testing.assert_close(low, full, rtol=1e-4, atol=0)
+    ref = _numpy_reference(support, test[:2])
+    np.testing.assert_allclose(low[:2].double().numpy(), ref, rtol=1e-4)
+
+
+@pytest.mark.parametrize("method", ["lowrank", "full"])
+def test_chunking_gives_identical_results(method):
+    support = _features(24, 16, 5, 3, seed=5)
+    test = _features(4, 16, 5, 3, seed=6)
+    whole = PositionalGaussian().fit(support, method=method, chunk_size=10_000)
+    parts = PositionalGaussian().fit(support, method=method, chunk_size=4)
+    assert parts.chunk_size == 4
+    torch.testing.assert_close(parts.mean, whole.mean, rtol=0, atol=0)
+    a = whole.mahalanobis(test, chunk_size=10_000)
+    b = parts.mahalanobis(test, chunk_size=4)
+    torch.testing.assert_close(a, b, rtol=1e-6, atol=0)
+    # A tiny memory budget forces one position per chunk, with the same answer.
+    tiny = PositionalGaussian().fit(support, method=method, memory_budget=1)
+    assert tiny.chunk_size == 1
+    torch.testing.assert_close(tiny.mahalanobis(test), a, rtol=1e-6, atol=0)
+
+
+def test_channel_subset_equals_reference_on_the_subset():
+    idx = random_channel_subset(40, 10, seed=7)
+    assert idx.dtype == torch.long and idx.numel() == 10 and idx.unique().numel() == 10
+    assert torch.equal(idx, random_channel_subset(40, 10, seed=7))
+    assert not torch.equal(idx, random_channel_subset(40, 10, seed=8))
+    support = _features(30, 40, 2, 2, seed=9)
+    test = _features(3, 40, 2, 2, seed=10)
+    g = PositionalGaussian().fit(support, channels=idx)
+    assert g.method_ == "full"  # N=30 >= d=10
+    got = g.mahalanobis(test)  # the stored subset is applied to full-channel test features
+    ref = _numpy_reference(support[:, idx], test[:, idx])
+    np.testing.assert_allclose(got.double().numpy(), ref, rtol=1e-4)
+
+
+def test_single_support_uses_eps_identity():
+    # One sample: np.cov is undefined; we take the sample covariance as 0, so Sigma = eps*I.
+    support = _features(1, 8, 2, 2, seed=11)
+    test = _features(2, 8, 2, 2, seed=12)
+    g = PositionalGaussian().fit(support)
+    assert g.method_ == "lowrank"
+    expected = (test - support).pow(2).sum(1).sqrt() / GAUSSIAN_EPS ** 0.5
+    torch.testing.assert_close(g.mahalanobis(test), expected, rtol=1e-5, atol=0)
+    assert torch.all(g.mahalanobis(support) == 0)
+
+
+def test_state_dict_round_trip(tmp_path):
+    support = _features(6, 12, 2, 3, seed=13)
+    test = _features(2, 12, 2, 3, seed=14)
+    g = PositionalGaussian().fit(support, eps=0.1, channels=torch.arange(0, 12, 2))
+    path = tmp_path / "gauss.pt"
+    torch.save(g.state_dict(), path)
+    h = PositionalGaussian().load_state_dict(torch.load(path))
+    assert h.eps == 0.1 and h.method_ == g.method_
+    torch.testing.assert_close(h.mahalanobis(test), g.mahalanobis(test), rtol=0, atol=0)
+
+
+def test_distance_is_nonnegative_and_zero_at_the_mean():
+    support = _features(10, 20, 2, 2, seed=15)
+    g = PositionalGaussian().fit(support)
+    at_mean = g.mahalanobis(support.mean(0, keepdim=True))
+    assert torch.all(at_mean >= 0) and at_mean.max() < 1e-3
+
+
+def test_bad_inputs_raise_clear_errors():
+    support = _features(5, 8, 2, 2, seed=16)
+    g = PositionalGaussian()
+    with pytest.raises(RuntimeError, match="before fit"):
+        g.mahalanobis(support)
+    with pytest.raises(ValueError, match=r"\[N, C, H, W\]"):
+        g.fit(support[0])
+    with pytest.raises(ValueError, match="valid choices"):
+        g.fit(support, method="cholesky")
+    with pytest.raises(ValueError, match="eps must be > 0"):
+        g.fit(support, eps=0.0)
+    with pytest.raises(ValueError, match="at least one"):
+        g.fit(support[:0])
+    with pytest.raises(ValueError, match="chunk_size"):
+        g.fit(support, chunk_size=0)
+    with pytest.raises(ValueError, match="channels must index"):
+        g.fit(support, channels=torch.tensor([0, 8]))
+    g.fit(support)
+    with pytest.raises(ValueError, match=r"C=9.*C=8"):
+        g.mahalanobis(_features(2, 9, 2, 2, seed=17))
+    with pytest.raises(ValueError, match="H×W=3×2"):
+        g.mahalanobis(_features(2, 8, 3, 2, seed=17))
+    with pytest.raises(ValueError, match=r"\[M, C, H, W\]"):
+        g.mahalanobis(support[0])
+    with pytest.raises(ValueError, match="between 1 and"):
+        random_channel_subset(8, 9, seed=0)
