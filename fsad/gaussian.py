@@ -134,36 +134,43 @@ class PositionalGaussian:
         chunk = chunk_size or _auto_chunk(per_pos, p, memory_budget)
 
         denom = math.sqrt(max(n - 1, 1))  # N = 1: A = 0, i.e. zero sample covariance
-        means, factors, chols = [], [], []
-        eye_n = torch.eye(n, dtype=torch.float64, device=features.device)
-        eye_c = torch.eye(cd, dtype=torch.float64, device=features.device)
+        dev = features.device
+        # Outputs are preallocated and filled chunk by chunk (no list + cat, which would hold the
+        # factors twice at the end of the fit).
+        mean = torch.empty(p, cd, dtype=dtype, device=dev)
+        if method == "lowrank":
+            factor_a = torch.empty(p, n, cd, dtype=dtype, device=dev)
+            chol = torch.empty(p, n, n, dtype=torch.float64, device=dev)
+            eye = torch.eye(n, dtype=torch.float64, device=dev)
+        else:
+            factor_a = None
+            chol = torch.empty(p, cd, cd, dtype=dtype, device=dev)
+            eye = torch.eye(cd, dtype=torch.float64, device=dev)
         for start in range(0, p, chunk):
-            # Our own contiguous [p, N, C] buffer: batched GEMMs on the strided permuted view are
-            # ~5x slower, and owning it lets the centring run in place.
-            chunk_view = flat[:, :, start:start + chunk].permute(2, 0, 1)
-            a = torch.empty(chunk_view.shape, dtype=dtype, device=features.device).copy_(chunk_view)
-            mu = a.mean(dim=1)
-            a.sub_(mu.unsqueeze(1)).mul_(1.0 / denom)
+            stop = min(start + chunk, p)
+            # A contiguous [p, N, C] buffer of our own: batched GEMMs on the strided permuted view
+            # are ~5x slower, and owning it lets the centring run in place.
+            view = flat[:, :, start:stop].permute(2, 0, 1)
+            a = factor_a[start:stop] if factor_a is not None else torch.empty(view.shape, dtype=dtype, device=dev)
+            a.copy_(view)
+            torch.mean(a, dim=1, out=mean[start:stop])
+            a.sub_(mean[start:stop].unsqueeze(1)).mul_(1.0 / denom)
+            a64 = a.double()
             if method == "lowrank":
                 # Gram in float64: its small eigenvalues sit next to eps and decide the distance.
-                a64 = a.double()
-                gram = a64 @ a64.mT + eps * eye_n
-                chols.append(torch.linalg.cholesky(gram))
-                factors.append(a)
+                chol[start:stop] = torch.linalg.cholesky(a64 @ a64.mT + eps * eye)
             else:
                 # Covariance GEMM in float64 too: in float32 it costs ~0.5% relative error in the
                 # distances of realistic (low-rank, ReLU) features. The factor is stored in the
                 # features' dtype, which costs only ~1e-7 relative.
-                a64 = a.double()
-                cov = a64.mT @ a64 + eps * eye_c
-                chols.append(torch.linalg.cholesky(cov).to(dtype))
-            means.append(mu)
+                chol[start:stop] = torch.linalg.cholesky(a64.mT @ a64 + eps * eye)
+            del a64
 
         self.method_ = method
         self.eps = float(eps)
-        self.mean = torch.cat(means)
-        self.factor_a = torch.cat(factors) if factors else None
-        self.chol = torch.cat(chols)
+        self.mean = mean
+        self.factor_a = factor_a
+        self.chol = chol
         self.channels = channels
         self.num_channels = c
         self.spatial = (h, w)
@@ -221,11 +228,12 @@ class PositionalGaussian:
                 v = x.double() - self.mean[start:stop].double().unsqueeze(1)
                 u = self.factor_a[start:stop].double() @ v.mT  # [p, N, M]
                 wv = torch.linalg.solve_triangular(self.chol[start:stop], u, upper=False)
-                d2 = (v.pow(2).sum(-1) - wv.pow(2).sum(1)) / self.eps
+                d2 = (torch.linalg.vecdot(v, v) - torch.linalg.vecdot(wv, wv, dim=1)) / self.eps
             else:
                 v = x.to(dtype) - self.mean[start:stop].unsqueeze(1)
                 z = torch.linalg.solve_triangular(self.chol[start:stop], v.mT, upper=False)  # [p, C, M]
-                d2 = z.double().pow(2).sum(1)
+                z = z.double()
+                d2 = torch.linalg.vecdot(z, z, dim=1)
             out.append(d2)
         d2 = torch.cat(out)  # [P, M]
         return d2.clamp_min(0).sqrt().mT.reshape(m, h, w).to(dtype)
