@@ -37,13 +37,12 @@ def check_compatible(payload: dict[str, Any], path: str | Path, **expected: Any)
     """Refuse a checkpoint whose model config or target differs from what the caller asks for.
 
     ``expected`` holds model-config keys (``backbone``, ``stn_mode``, ``attention``, ``dcn``,
-    ``image_size``) and optionally ``target`` and ``dataset``; ``None`` values are not checked.
+    ``image_size``) and optionally ``target`` and ``dataset``. Every key given is checked, ``None``
+    included (``stn_mode=None`` means "no STN", which an STN-trained checkpoint is not).
     """
     config = payload["model_config"]
     problems = []
     for key, want in expected.items():
-        if want is None:
-            continue
         have = payload.get(key) if key in ("target", "dataset") else config.get(key)
         if have != want:
             problems.append(f"{key}: checkpoint has {have!r}, requested {want!r}")

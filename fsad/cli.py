@@ -59,6 +59,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
+    from fsad.ablation import register_ablation_cli
+    from fsad.train import register_train_cli
+
+    register_train_cli(commands)
+    register_ablation_cli(commands)
+
     batch = commands.add_parser("batch", help="run notebooks over a parameter grid with papermill")
     batch.add_argument("grid", help="grid YAML (see notebooks/grids/)")
     batch.add_argument("--resume", action="store_true", help="skip executions that already finished")

@@ -136,10 +136,13 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
         payload = read_checkpoint(config.checkpoint)
         check_compatible(payload, config.checkpoint, backbone=config.backbone, stn_mode=config.stn_mode,
                          attention=config.attention, dcn=config.dcn, image_size=config.image_size)
-        if payload.get("dataset") == config.dataset and payload.get("target") not in config.categories:
-            raise ValueError(f"Checkpoint {config.checkpoint} was trained leaving out {payload.get('target')!r}, "
-                             f"but it would be evaluated on {config.categories}: categories it trained on. "
-                             "Evaluate each category with the checkpoint that left it out.")
+        # Leave-one-out: a checkpoint has seen every category of its dataset but its target, so on the same
+        # dataset it may score only that target (another dataset is entirely unseen and fine).
+        if payload.get("dataset") == config.dataset and list(config.categories) != [payload.get("target")]:
+            raise ValueError(f"Checkpoint {config.checkpoint} was trained on {config.dataset} leaving out "
+                             f"{payload.get('target')!r}; evaluating it on {config.categories} would score categories "
+                             "it trained on. Evaluate each category with the checkpoint that left it out "
+                             f"(--categories {payload.get('target')}).")
         model = load_model(payload)
         provenance["checkpoint"] = {"path": str(config.checkpoint), "sha256": sha256_file(config.checkpoint),
                                     "target": payload.get("target"), "epoch": payload.get("epoch")}

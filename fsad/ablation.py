@@ -1,0 +1,385 @@
+"""The paper's ablation grids as one command each: Table 5 (A/F/S rows × k) and Table 6 (STN modes at k = 2).
+
+Both grids are thin loops over :func:`fsad.train.train` and :func:`fsad.evaluate.run_evaluation`; they add
+only the bookkeeping (which checkpoint each cell needs, where results live, the summary table with the
+paper's numbers beside ours).
+
+Rows (RegAD paper, Table 5): 'A' = support augmentation, 'F' = feature-registration aggregated training,
+'S' = STNs. Rows without F use the untrained ImageNet model with no STN (an untrained STN is the identity);
+rows with F use the checkpoint that was trained leaving the evaluated category out, with (S) or without
+the STNs. Table 6 is 'A+F' with no STN and with each of the nine STN modes, at k = 2.
+
+Leave-one-out and reuse: for each evaluated category and each *training setting* (``no_stn`` or an STN mode)
+one model is trained, at ``<out>/checkpoints/<setting>/<target>/last.pt``, and reused by every row and k that
+needs it; Table 5 and Table 6 run with the same ``--out`` share their checkpoints and cells (Table 6's 'no STN'
+and 'rotation+scale' columns are Table 5's A+F and A+F+S at k = 2). Each (setting, augmentation, category)
+evaluation is one results file ``<out>/cells/<setting>__<aug|noaug>/<target>.json``. A rerun with ``--resume``
+skips finished checkpoints (no training at all), resumes unfinished ones, and evaluates only missing cells.
+
+Example:
+    >>> config = AblationConfig(data_root="data/synthetic", dataset="synthetic", out="runs/ablation",
+    ...                         ks=[2], runs=1, epochs=1, image_size=64, weights="random")
+    >>> document = table5(config)          # runs/ablation/table5.json, table5.csv
+    >>> [row["row"] for row in document["rows"] if row["k"] == 2]
+    ['none', 'A', 'F', 'F+S', 'A+F', 'A+F+S']
+"""
+from __future__ import annotations
+
+import argparse
+import csv
+import io
+import math
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+from data_tools.datasets import list_categories
+from fsad.augment import AUGMENT_FAMILIES
+from fsad.evaluate import EvaluationConfig, run_evaluation
+from fsad.results import summarise
+from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
+                        DEFAULT_WEIGHT_DECAY, TrainConfig, add_train_options, checkpoint_complete, train)
+from fsad.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
+
+ABLATION_FORMAT = "fsad-ablation-v1"
+NO_STN = "no_stn"
+UNTRAINED = "untrained"
+
+
+@dataclass(frozen=True)
+class AblationRow:
+    """One row of Table 5: which of A (augmentation), F (training) and S (STN) are on."""
+
+    name: str
+    augment: bool
+    trained: bool
+    stn: bool
+
+
+TABLE5_ROWS: tuple[AblationRow, ...] = (
+    AblationRow("none", False, False, False),
+    AblationRow("A", True, False, False),
+    AblationRow("F", False, True, False),
+    AblationRow("F+S", False, True, True),
+    AblationRow("A+F", True, True, False),
+    AblationRow("A+F+S", True, True, True),
+)
+TABLE5_KS = (2, 4, 8)
+# Table 6 columns in the paper's order: no STN, T, R, scale, shear, R+scale, T+scale, T+R, T+R+scale, affine.
+TABLE6_SETTINGS: tuple[str, ...] = (NO_STN, "translation", "rotation", "scale", "shear", "rotation_scale",
+                                    "translation_scale", "rotation_translation", "rotation_translation_scale",
+                                    "affine")
+TABLE6_KS = (2,)
+
+# RegAD (Huang et al., ECCV 2022), Table 5: macro-average AUROC in % over all categories, 10 runs, k = 2, 4, 8.
+PAPER_TABLE5: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {
+    "mvtec": {
+        "image": {"none": (74.7, 78.0, 80.5), "A": (81.5, 84.9, 87.4), "F": (78.0, 80.9, 83.1),
+                  "F+S": (79.1, 82.9, 84.9), "A+F": (83.0, 86.4, 89.3), "A+F+S": (85.7, 88.2, 91.2)},
+        "pixel": {"none": (88.6, 90.5, 92.1), "A": (93.3, 94.7, 95.5), "F": (90.8, 92.5, 94.0),
+                  "F+S": (90.5, 93.3, 94.3), "A+F": (94.7, 95.9, 96.6), "A+F+S": (94.6, 95.8, 96.7)},
+    },
+    "mpdd": {
+        "image": {"none": (49.6, 53.7, 55.5), "A": (50.8, 54.2, 61.1), "F": (53.9, 55.5, 57.2),
+                  "F+S": (57.6, 60.9, 62.7), "A+F": (52.8, 57.7, 64.8), "A+F+S": (63.4, 68.8, 71.9)},
+        "pixel": {"none": (89.5, 91.2, 92.0), "A": (92.4, 93.3, 93.9), "F": (91.5, 92.2, 93.0),
+                  "F+S": (91.0, 91.8, 93.0), "A+F": (93.3, 94.1, 94.4), "A+F+S": (93.2, 93.9, 95.1)},
+    },
+}
+# RegAD (ECCV 2022), Table 6: image AUROC in % (macro average, 10 runs) at k = 2, A+F with each STN version.
+PAPER_TABLE6: dict[str, dict[str, float]] = {
+    "mvtec": {NO_STN: 83.0, "translation": 84.5, "rotation": 85.0, "scale": 84.9, "shear": 84.9,
+              "rotation_scale": 85.7, "translation_scale": 84.9, "rotation_translation": 84.2,
+              "rotation_translation_scale": 84.9, "affine": 84.5},
+    "mpdd": {NO_STN: 52.8, "translation": 62.3, "rotation": 57.7, "scale": 59.2, "shear": 59.0,
+             "rotation_scale": 61.5, "translation_scale": 61.8, "rotation_translation": 61.0,
+             "rotation_translation_scale": 61.7, "affine": 63.4},
+}
+_TABLE6_LABELS = {NO_STN: "no STN", "translation": "T", "rotation": "R", "scale": "scale", "shear": "shear",
+                  "rotation_scale": "R+scale", "translation_scale": "T+scale", "rotation_translation": "T+R",
+                  "rotation_translation_scale": "T+R+scale", "affine": "affine"}
+
+
+@dataclass
+class AblationConfig:
+    """Settings of an ablation grid: data, evaluation protocol, training and model options.
+
+    ``stn_mode`` is the STN of Table 5's 'S' rows (paper: rotation_scale on MVTec; affine was best on MPDD).
+    ``categories`` (default: every category under the root) are the evaluated targets; each is trained on all
+    the *other* categories under the root.
+    """
+
+    data_root: str
+    dataset: str
+    out: str
+    categories: list[str] | None = None
+    ks: list[int] | None = None
+    runs: int = 10
+    stn_mode: str = "rotation_scale"
+    epochs: int = DEFAULT_EPOCHS
+    batch_size: int = DEFAULT_BATCH_SIZE
+    lr: float = DEFAULT_LR
+    momentum: float = DEFAULT_MOMENTUM
+    weight_decay: float = DEFAULT_WEIGHT_DECAY
+    pairing: str = "pair"
+    support_k: int = DEFAULT_SUPPORT_K
+    train_backbone: bool = False
+    max_steps_per_epoch: int | None = None
+    num_workers: int = 0
+    image_size: int = 224
+    backbone: str = "resnet18"
+    weights: str = "imagenet"
+    attention: str = "none"
+    dcn: bool = False
+    augment_families: list[str] = field(default_factory=lambda: list(AUGMENT_FAMILIES))
+    manifest: str | None = None
+    device: str = "auto"
+    seed: int = 0
+    resume: bool = False
+
+
+# --------------------------------------------------------------------------- the two building blocks
+def checkpoint_path(config: AblationConfig, setting: str, target: str) -> Path:
+    return Path(config.out) / "checkpoints" / setting / target / "last.pt"
+
+
+def train_config(config: AblationConfig, setting: str, target: str) -> TrainConfig:
+    """The leave-``target``-out training of one setting (``no_stn`` or an STN mode)."""
+    return TrainConfig(
+        data_root=config.data_root, dataset=config.dataset, target=target,
+        out=str(checkpoint_path(config, setting, target).parent),
+        stn_mode=None if setting == NO_STN else setting, epochs=config.epochs, batch_size=config.batch_size,
+        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, image_size=config.image_size,
+        pairing=config.pairing, support_k=config.support_k, backbone=config.backbone, weights=config.weights,
+        attention=config.attention, dcn=config.dcn, train_backbone=config.train_backbone, device=config.device,
+        seed=config.seed, resume=True, max_steps_per_epoch=config.max_steps_per_epoch,
+        num_workers=config.num_workers)
+
+
+def ensure_checkpoint(config: AblationConfig, setting: str, target: str, progress: bool = True) -> Path:
+    """Train (or finish training) the checkpoint of ``(setting, target)``; skip it when already complete."""
+    training = train_config(config, setting, target)
+    path = checkpoint_path(config, setting, target)
+    if checkpoint_complete(path, training):
+        return path
+    return train(training, progress=progress)
+
+
+def evaluate_cell(config: AblationConfig, setting: str, augment: bool, target: str, ks: Sequence[int],
+                  checkpoint: Path | None, progress: bool = True) -> dict[str, Any]:
+    """Evaluate one (setting, augmentation) on one target over ``ks`` × runs (resumable)."""
+    trained = setting != UNTRAINED
+    evaluation = EvaluationConfig(
+        data_root=config.data_root, dataset=config.dataset, categories=[target], ks=list(ks), runs=config.runs,
+        out=str(Path(config.out) / "cells" / f"{setting}__{'aug' if augment else 'noaug'}" / f"{target}.json"),
+        method="regad", backbone=config.backbone, weights=config.weights,
+        checkpoint=str(checkpoint) if trained else None,
+        stn_mode=None if setting in (UNTRAINED, NO_STN) else setting,
+        augment_families=list(config.augment_families) if augment else [],
+        image_size=config.image_size, manifest=config.manifest, attention=config.attention, dcn=config.dcn,
+        device=config.device, seed=config.seed, resume=True)
+    return run_evaluation(evaluation, progress=progress)
+
+
+# --------------------------------------------------------------------------- grids
+def _prepare(config: AblationConfig, table: str, default_ks: Sequence[int]) -> tuple[list[str], list[int]]:
+    present = list_categories(config.data_root, config.dataset)
+    categories = list(config.categories) if config.categories else present
+    missing = [c for c in categories if c not in present]
+    if missing:
+        raise ValueError(f"Categories {missing} are not under {config.data_root}; present: {', '.join(present)}.")
+    if len(present) < 2:
+        raise ValueError(f"Leave-one-out training needs at least two categories under {config.data_root} "
+                         f"(found {present}).")
+    if config.runs < 1:
+        raise ValueError(f"runs must be at least 1 (got {config.runs}).")
+    ks = sorted(set(config.ks or default_ks))
+    out = Path(config.out)
+    previous = [p.name for p in (out / f"{table}.json", out / "checkpoints", out / "cells") if p.exists()]
+    if previous and not config.resume:
+        raise FileExistsError(f"{out} already holds {', '.join(previous)} from an earlier grid. Pass --resume to "
+                              "reuse its checkpoints and cells (computing only what is missing), or choose another "
+                              "--out.")
+    return categories, ks
+
+
+def _macro(cells: list[dict[str, Any]], k: int, runs: int) -> dict[str, Any]:
+    """Macro average over categories of the mean over runs, via fsad.results.summarise."""
+    chosen = [c for c in cells if c["k"] == k and c["run"] < runs]
+    rows = [r for r in summarise(chosen) if r["category"] == "macro_average"]
+    if not rows:
+        return {"image_auroc": None, "pixel_auroc": None, "n_categories": 0, "n_cells": 0}
+    row = rows[0]
+
+    def clean(value: float) -> float | None:
+        return None if value is None or math.isnan(value) else float(value)
+
+    return {"image_auroc": clean(row["image_auroc_mean"]), "pixel_auroc": clean(row["pixel_auroc_mean"]),
+            "aupro": clean(row["aupro_mean"]), "n_categories": len({c["category"] for c in chosen}),
+            "n_cells": len(chosen)}
+
+
+def _run_grid(config: AblationConfig, table: str, variants: list[tuple[str, str, bool]], ks: list[int],
+              categories: list[str], progress: bool) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+    """variants: (row name, setting, augment). Returns the cells of each row and the checkpoints used."""
+    checkpoints: dict[str, dict[str, Any]] = {}
+    cells: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
+    for target in categories:
+        for name, setting, augment in variants:
+            checkpoint = None
+            if setting != UNTRAINED:
+                checkpoint = ensure_checkpoint(config, setting, target, progress)
+                checkpoints.setdefault(setting, {})[target] = str(checkpoint)
+            document = evaluate_cell(config, setting, augment, target, ks, checkpoint, progress)
+            cells[name].extend(c for c in document["cells"] if c["k"] in ks and c["run"] < config.runs)
+    return cells, checkpoints
+
+
+def _training_seconds(checkpoints: dict[str, dict[str, str]]) -> dict[str, dict[str, float]]:
+    from fsad.checkpoint import read_checkpoint
+
+    return {setting: {target: sum(h["seconds"] for h in read_checkpoint(path)["history"])
+                      for target, path in targets.items()} for setting, targets in checkpoints.items()}
+
+
+def _write(config: AblationConfig, table: str, rows: list[dict[str, Any]], checkpoints: dict[str, Any],
+           categories: list[str], ks: list[int]) -> dict[str, Any]:
+    document = {
+        "format": ABLATION_FORMAT, "table": table, "config": asdict(config), "categories": categories, "ks": ks,
+        "rows": rows, "checkpoints": checkpoints, "training_seconds": _training_seconds(checkpoints),
+        "paper": {"table5": PAPER_TABLE5, "table6": PAPER_TABLE6}.get(table),
+        "environment": environment_info(resolve_device(config.device)),
+        "note": "Model selection: last training epoch; no look at the evaluated category during training.",
+    }
+    out = Path(config.out)
+    atomic_write_json(out / f"{table}.json", document)
+    atomic_write_text(out / f"{table}.csv", rows_csv(rows))
+    return document
+
+
+def rows_csv(rows: list[dict[str, Any]]) -> str:
+    buffer = io.StringIO()
+    fields = list(rows[0].keys()) if rows else []
+    writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
+    writer.writeheader()
+    for row in rows:
+        writer.writerow({k: ("" if v is None else f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
+    return buffer.getvalue()
+
+
+def table5(config: AblationConfig, progress: bool = True) -> dict[str, Any]:
+    """Table 5: rows none, A, F, F+S, A+F, A+F+S for each k (default 2, 4, 8).
+
+    Returns:
+        The document written to ``<out>/table5.json`` (and ``table5.csv``): one row per (row, k) with the
+        macro-average image and pixel AUROC (fractions; ``None`` when no category has masks) and the paper's
+        values (in %, ``None`` for datasets the paper does not report).
+    """
+    categories, ks = _prepare(config, "table5", TABLE5_KS)
+    variants = [(row.name, (config.stn_mode if row.stn else NO_STN) if row.trained else UNTRAINED, row.augment)
+                for row in TABLE5_ROWS]
+    cells, checkpoints = _run_grid(config, "table5", variants, ks, categories, progress)
+    paper = PAPER_TABLE5.get(config.dataset)
+    rows = []
+    for row in TABLE5_ROWS:
+        for k in ks:
+            index = TABLE5_KS.index(k) if k in TABLE5_KS else None
+            rows.append({
+                "row": row.name, "A": row.augment, "F": row.trained, "S": row.stn, "k": k,
+                **_macro(cells[row.name], k, config.runs),
+                "paper_image_auroc": paper["image"][row.name][index] if paper and index is not None else None,
+                "paper_pixel_auroc": paper["pixel"][row.name][index] if paper and index is not None else None,
+            })
+    return _write(config, "table5", rows, checkpoints, categories, ks)
+
+
+def table6(config: AblationConfig, progress: bool = True,
+           settings: Sequence[str] = TABLE6_SETTINGS) -> dict[str, Any]:
+    """Table 6: A+F with no STN and with each STN mode, at k = 2 (default).
+
+    Args:
+        settings: the columns to run (default all ten; tests pass a subset).
+
+    Returns:
+        The document written to ``<out>/table6.json`` / ``table6.csv`` (one row per setting and k).
+    """
+    unknown = [s for s in settings if s not in TABLE6_SETTINGS]
+    if unknown:
+        raise ValueError(f"Unknown Table 6 settings {unknown}; choose from {', '.join(TABLE6_SETTINGS)}.")
+    categories, ks = _prepare(config, "table6", TABLE6_KS)
+    variants = [(setting, setting, True) for setting in settings]
+    cells, checkpoints = _run_grid(config, "table6", variants, ks, categories, progress)
+    paper = PAPER_TABLE6.get(config.dataset)
+    rows = [{"row": setting, "label": _TABLE6_LABELS[setting], "k": k, **_macro(cells[setting], k, config.runs),
+             "paper_image_auroc": paper[setting] if paper and k == 2 else None}
+            for setting in settings for k in ks]
+    return _write(config, "table6", rows, checkpoints, categories, ks)
+
+
+def format_ablation(document: dict[str, Any]) -> str:
+    """Printable table: our macro AUROC (%) beside the paper's, per row and k."""
+    def pct(value: float | None) -> str:
+        return "—" if value is None else f"{100 * value:5.1f}"
+
+    def paper(value: float | None) -> str:
+        return "—" if value is None else f"{value:.1f}"
+
+    config = document["config"]
+    title = (f"{document['table']} on {config['dataset']} ({len(document['categories'])} categories, "
+             f"{config['runs']} runs, {config['epochs']} epochs, backbone {config['backbone']}); AUROC % ours (paper)")
+    pixel = document["table"] == "table5"
+    header = f"{'row':<12} {'k':>3}  {'image':>7} {'(paper)':>8}" + (f"  {'pixel':>7} {'(paper)':>8}" if pixel else "")
+    lines = [title, header, "-" * len(header)]
+    for row in document["rows"]:
+        name = row.get("label", row["row"])
+        line = f"{name:<12} {row['k']:>3}  {pct(row['image_auroc']):>7} {'(' + paper(row['paper_image_auroc']) + ')':>8}"
+        if pixel:
+            line += f"  {pct(row['pixel_auroc']):>7} {'(' + paper(row['paper_pixel_auroc']) + ')':>8}"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+# --------------------------------------------------------------------------- CLI
+def register_ablation_cli(subparsers: Any) -> argparse.ArgumentParser:
+    """Add ``python -m fsad ablation {table5,table6}`` to the CLI's subparsers."""
+    from fsad.cli import add_data_options, add_model_options
+
+    parser = subparsers.add_parser("ablation", help="the paper's ablation grids (Table 5 A/F/S, Table 6 STN modes)")
+    tables = parser.add_subparsers(dest="table", required=True)
+    for name, ks, help_text in (("table5", TABLE5_KS, "rows none, A, F, F+S, A+F, A+F+S for each k"),
+                                ("table6", TABLE6_KS, "A+F with no STN and each of the 9 STN modes")):
+        table = tables.add_parser(name, help=help_text)
+        add_data_options(table)
+        table.add_argument("--categories", nargs="+", help="evaluated (left-out) categories; default: all present")
+        table.add_argument("--k", nargs="+", type=int, default=list(ks))
+        table.add_argument("--runs", type=int, default=10)
+        table.add_argument("--manifest", help="support-set manifest JSON (default as in `evaluate`)")
+        add_train_options(table)
+        table.add_argument("--out", required=True, help="folder for checkpoints/, cells/ and the table files")
+        table.add_argument("--resume", action="store_true", help="reuse finished checkpoints and cells in --out")
+        table.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_model_options(table)
+        table.set_defaults(func=cmd_ablation)
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> AblationConfig:
+    if getattr(args, "no_stn", False):
+        raise ValueError("--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
+                         "Use --stn-mode to choose the STN of Table 5's 'S' rows.")
+    return AblationConfig(
+        data_root=args.data_root, dataset=args.dataset, out=args.out, categories=args.categories, ks=list(args.k),
+        runs=args.runs, stn_mode=args.stn_mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, pairing=args.pairing, support_k=args.support_k,
+        train_backbone=args.train_backbone, max_steps_per_epoch=args.max_steps_per_epoch,
+        num_workers=args.num_workers, image_size=args.image_size, backbone=args.backbone, weights=args.weights,
+        attention=args.attention, dcn=args.dcn, manifest=args.manifest, device=args.device, seed=args.seed,
+        resume=args.resume)
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    config = config_from_args(args)
+    document = (table5 if args.table == "table5" else table6)(config, progress=not args.quiet)
+    print(format_ablation(document))
+    print(f"results: {Path(config.out) / (args.table + '.json')} and .csv")
+    return 0
