@@ -27,6 +27,7 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
     ("verify", "data_tools.verify"),
     ("download", "data_tools.download"),
     ("supports", "data_tools.manifests"),
+    ("combine", "data_tools.combine"),
 )
 
 
