@@ -6,7 +6,7 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test figures venv clean
+.PHONY: demo test figures venv clean real-results
 
 venv: $(STAMP)
 
@@ -18,16 +18,35 @@ $(STAMP): pyproject.toml constraints.txt
 	$(PY) -m ipykernel install --sys-prefix --name fsad-kit --display-name "Python (fsad-kit)" >/dev/null
 	touch $(STAMP)
 
+# Every notebook in smoke mode as a papermill batch (about 4 minutes on 2 cores); outputs under runs/smoke/.
 demo: $(STAMP)
-	$(PY) -m fsad demo
+	$(PY) -m fsad batch notebooks/grids/smoke.yaml
+	@echo "demo: executed notebooks, figures and results are under runs/smoke/ (summary: runs/smoke/results.csv)"
 
 # pytest exits 5 when it collects no tests; that must fail too, not pass quietly.
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
 
+# Rebuild figures/*.png and figures/tables/*.csv through notebook 08 (see notebooks/grids/figures.yaml).
 figures: $(STAMP)
-	$(PY) -m fsad figures
+	$(PY) -m fsad batch notebooks/grids/figures.yaml
 
 clean:
 	rm -rf runs figures/.cache .pytest_cache
+
+# Real-data results quoted in README (CPU, hours; resumable). Data: ../shared/data (see README "Data").
+SHARED ?= ../shared/data
+RES := figures/results
+EVAL := $(PY) -m fsad evaluate --quiet --resume
+real-results: $(STAMP)
+	for bb in "mobilenet_v2 --weights imagenet" "resnet18 --weights random"; do \
+	  set -- $$bb; tag=$$1; \
+	  for aug in "none --no-augment" "A"; do \
+	    set -- $$aug; row=$$1; shift; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories bottle --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$row-bottle.json || exit 1; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mpdd_subset --dataset mpdd --categories metal_plate --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$row-metal_plate.json || exit 1; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories capsule --k 2 --runs 10 --out $(RES)/$$tag/$$row-capsule.json || exit 1; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_256 --dataset mvtec --categories screw --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$row-screw.json || exit 1; \
+	  done; \
+	done

@@ -29,7 +29,7 @@ import argparse
 import csv
 import io
 import math
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -37,6 +37,7 @@ from data_tools.datasets import list_categories
 from fsad.augment import AUGMENT_FAMILIES
 from fsad.evaluate import EvaluationConfig, run_evaluation
 from fsad.results import summarise
+from fsad.paper import PAPER_TABLE5, PAPER_TABLE6, RCM_TABLE7, RCM_TABLE7_VARIANTS
 from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
                         DEFAULT_WEIGHT_DECAY, TrainConfig, add_train_options, checkpoint_complete, train)
 from fsad.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
@@ -71,30 +72,7 @@ TABLE6_SETTINGS: tuple[str, ...] = (NO_STN, "translation", "rotation", "scale", 
                                     "affine")
 TABLE6_KS = (2,)
 
-# RegAD (Huang et al., ECCV 2022), Table 5: macro-average AUROC in % over all categories, 10 runs, k = 2, 4, 8.
-PAPER_TABLE5: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {
-    "mvtec": {
-        "image": {"none": (74.7, 78.0, 80.5), "A": (81.5, 84.9, 87.4), "F": (78.0, 80.9, 83.1),
-                  "F+S": (79.1, 82.9, 84.9), "A+F": (83.0, 86.4, 89.3), "A+F+S": (85.7, 88.2, 91.2)},
-        "pixel": {"none": (88.6, 90.5, 92.1), "A": (93.3, 94.7, 95.5), "F": (90.8, 92.5, 94.0),
-                  "F+S": (90.5, 93.3, 94.3), "A+F": (94.7, 95.9, 96.6), "A+F+S": (94.6, 95.8, 96.7)},
-    },
-    "mpdd": {
-        "image": {"none": (49.6, 53.7, 55.5), "A": (50.8, 54.2, 61.1), "F": (53.9, 55.5, 57.2),
-                  "F+S": (57.6, 60.9, 62.7), "A+F": (52.8, 57.7, 64.8), "A+F+S": (63.4, 68.8, 71.9)},
-        "pixel": {"none": (89.5, 91.2, 92.0), "A": (92.4, 93.3, 93.9), "F": (91.5, 92.2, 93.0),
-                  "F+S": (91.0, 91.8, 93.0), "A+F": (93.3, 94.1, 94.4), "A+F+S": (93.2, 93.9, 95.1)},
-    },
-}
-# RegAD (ECCV 2022), Table 6: image AUROC in % (macro average, 10 runs) at k = 2, A+F with each STN version.
-PAPER_TABLE6: dict[str, dict[str, float]] = {
-    "mvtec": {NO_STN: 83.0, "translation": 84.5, "rotation": 85.0, "scale": 84.9, "shear": 84.9,
-              "rotation_scale": 85.7, "translation_scale": 84.9, "rotation_translation": 84.2,
-              "rotation_translation_scale": 84.9, "affine": 84.5},
-    "mpdd": {NO_STN: 52.8, "translation": 62.3, "rotation": 57.7, "scale": 59.2, "shear": 59.0,
-             "rotation_scale": 61.5, "translation_scale": 61.8, "rotation_translation": 61.0,
-             "rotation_translation_scale": 61.7, "affine": 63.4},
-}
+# The papers' numbers live in one place, fsad/paper.py.
 _TABLE6_LABELS = {NO_STN: "no STN", "translation": "T", "rotation": "R", "scale": "scale", "shear": "shear",
                   "rotation_scale": "R+scale", "translation_scale": "T+scale", "rotation_translation": "T+R",
                   "rotation_translation_scale": "T+R+scale", "affine": "affine"}
@@ -247,7 +225,7 @@ def _write(config: AblationConfig, table: str, rows: list[dict[str, Any]], check
     document = {
         "format": ABLATION_FORMAT, "table": table, "config": asdict(config), "categories": categories, "ks": ks,
         "rows": rows, "checkpoints": checkpoints, "training_seconds": _training_seconds(checkpoints),
-        "paper": {"table5": PAPER_TABLE5, "table6": PAPER_TABLE6}.get(table),
+        "paper": {"table5": PAPER_TABLE5, "table6": PAPER_TABLE6, "table7": RCM_TABLE7}.get(table),
         "environment": environment_info(resolve_device(config.device)),
         "note": "Model selection: last training epoch; no look at the evaluated category during training.",
     }
@@ -316,6 +294,42 @@ def table6(config: AblationConfig, progress: bool = True,
     return _write(config, "table6", rows, checkpoints, categories, ks)
 
 
+def table7(config: AblationConfig, progress: bool = True,
+           variants: dict[str, tuple[str, bool]] | None = None) -> dict[str, Any]:
+    """RCM-FSAD Table 7: RegAD's A+F+S row with each attention/DCN variant, trained leave-one-out.
+
+    Each variant gets its own folder ``<out>/table7/<variant>/`` (checkpoints and cells are reused
+    on a rerun), trained with ``config.stn_mode`` and evaluated with support augmentation.
+
+    Args:
+        config: the grid settings; its ``attention``/``dcn`` are overridden per variant.
+        variants: row name -> (attention, dcn); default :data:`fsad.paper.RCM_TABLE7_VARIANTS`
+            (R18, +TAM, +MAM, +DCNv2, +MAM+DCNv2).
+
+    Returns:
+        The document written to ``<out>/table7.json`` (and ``table7.csv``).
+    """
+    variants = dict(variants or RCM_TABLE7_VARIANTS)
+    unknown = [name for name, (attention, _) in variants.items() if attention not in ("none", "tam", "mam")]
+    if unknown:
+        raise ValueError(f"Variants {unknown} name an unknown attention; valid: none, tam, mam.")
+    categories, ks = _prepare(config, "table7", TABLE5_KS)
+    rows: list[dict[str, Any]] = []
+    checkpoints: dict[str, Any] = {}
+    for name, (attention, dcn) in variants.items():
+        variant = replace(config, attention=attention, dcn=dcn, resume=True,
+                          out=str(Path(config.out) / "table7" / name.replace("+", "_")))
+        cells, used = _run_grid(variant, "table7", [(name, variant.stn_mode, True)], ks, categories, progress)
+        checkpoints[name] = used.get(variant.stn_mode, {})
+        paper = RCM_TABLE7.get(name, {})
+        for k in ks:
+            rows.append({"row": name, "attention": attention, "dcn": dcn, "k": k,
+                         **_macro(cells[name], k, config.runs),
+                         "paper_image_auroc": paper.get("image", {}).get(k),
+                         "paper_pixel_auroc": paper.get("pixel", {}).get(k)})
+    return _write(config, "table7", rows, checkpoints, categories, ks)
+
+
 def format_ablation(document: dict[str, Any]) -> str:
     """Printable table: our macro AUROC (%) beside the paper's, per row and k."""
     def pct(value: float | None) -> str:
@@ -341,13 +355,14 @@ def format_ablation(document: dict[str, Any]) -> str:
 
 # --------------------------------------------------------------------------- CLI
 def register_ablation_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``python -m fsad ablation {table5,table6}`` to the CLI's subparsers."""
+    """Add ``python -m fsad ablation {table5,table6,table7}`` to the CLI's subparsers."""
     from fsad.cli import add_data_options, add_model_options
 
-    parser = subparsers.add_parser("ablation", help="the paper's ablation grids (Table 5 A/F/S, Table 6 STN modes)")
+    parser = subparsers.add_parser("ablation", help="ablation grids: RegAD Table 5 (A/F/S), Table 6 (STN modes), RCM-FSAD Table 7")
     tables = parser.add_subparsers(dest="table", required=True)
     for name, ks, help_text in (("table5", TABLE5_KS, "rows none, A, F, F+S, A+F, A+F+S for each k"),
-                                ("table6", TABLE6_KS, "A+F with no STN and each of the 9 STN modes")):
+                                ("table6", TABLE6_KS, "A+F with no STN and each of the 9 STN modes"),
+                                ("table7", TABLE5_KS, "RCM-FSAD: A+F+S with R18, +TAM, +MAM, +DCNv2, +MAM+DCNv2")):
         table = tables.add_parser(name, help=help_text)
         add_data_options(table)
         table.add_argument("--categories", nargs="+", help="evaluated (left-out) categories; default: all present")
@@ -379,7 +394,7 @@ def config_from_args(args: argparse.Namespace) -> AblationConfig:
 
 def cmd_ablation(args: argparse.Namespace) -> int:
     config = config_from_args(args)
-    document = (table5 if args.table == "table5" else table6)(config, progress=not args.quiet)
+    document = {"table5": table5, "table6": table6, "table7": table7}[args.table](config, progress=not args.quiet)
     print(format_ablation(document))
     print(f"results: {Path(config.out) / (args.table + '.json')} and .csv")
     return 0
