@@ -483,3 +483,30 @@ class AnomalyDataset(Dataset):
         return (f"AnomalyDataset(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, "
                 f"n={len(self)}, defects={sum(self.labels)}, image_size={self.image_size}, "
                 f"has_masks={self.has_masks})")
+
+
+def load_test_set(root: str | os.PathLike, category: str, image_size: int, dataset: str = "mvtec") -> dict[str, Any]:
+    """A category's whole test split as stacked arrays, checked to hold both classes.
+
+    Evaluation scores the test set against many support sets, so it is loaded once.
+
+    Returns:
+        ``{"images": Tensor[M,3,S,S], "masks": bool ndarray [M,S,S], "labels": int ndarray [M],
+        "has_masks": bool, "defect_types": list[str], "paths": list[str]}``
+
+    Raises:
+        DatasetError: the split has only good or only defective images (AUROC would be undefined).
+    """
+    test_set = AnomalyDataset(root, category, split="test", image_size=image_size, dataset=dataset)
+    labels = np.asarray(test_set.labels)
+    if len(labels) == 0 or labels.min() == labels.max():
+        only = "no" if len(labels) == 0 else ("only good" if labels.max() == 0 else "only defective")
+        raise DatasetError(f"{category}: the test split under {root} has {only} images, so AUROC is undefined. "
+                           "Evaluate a category with both good and defective test images.")
+    items = [test_set[i] for i in range(len(test_set))]
+    return {
+        "images": torch.stack([item["image"] for item in items]),
+        "masks": torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool),
+        "labels": labels, "has_masks": test_set.has_masks,
+        "defect_types": list(test_set.defect_types), "paths": list(test_set.paths),
+    }

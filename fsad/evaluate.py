@@ -16,7 +16,7 @@ import numpy as np
 import torch
 from tqdm.auto import tqdm
 
-from data_tools.datasets import AnomalyDataset, check_category, load_supports
+from data_tools.datasets import check_category, load_supports, load_test_set
 from data_tools.manifests import check_manifest_files, default_manifest_path, load_manifest, make_manifest, \
     save_manifest, support_files
 from fsad.anomaly_map import anomaly_maps, image_scores
@@ -207,15 +207,9 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
         cells = [(k, r) for (c, k, r) in todo if c == category]
         if not cells:
             continue
-        test_set = AnomalyDataset(config.data_root, category, split="test", image_size=config.image_size,
-                                  dataset=config.dataset)
-        labels = np.asarray(test_set.labels)
-        if labels.min() == labels.max():
-            raise ValueError(f"{category}: the test split has only {'good' if labels.max() == 0 else 'defective'} "
-                             "images, so AUROC is undefined. Evaluate a category with both good and defective tests.")
-        items = [test_set[i] for i in range(len(test_set))]
-        images = torch.stack([item["image"] for item in items]).to(device)
-        masks = torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool)
+        test = load_test_set(config.data_root, category, config.image_size, config.dataset)
+        labels, masks, has_masks = test["labels"], test["masks"], test["has_masks"]
+        images = test["images"].to(device)
         test_features, embed_seconds = _timed(device, method.embed, images)
         for k, run in cells:
             files = support_files(manifest, category, k, run)
@@ -232,8 +226,8 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
                 "n_test": int(len(labels)), "n_defective": int(labels.sum()),
                 "image_auroc": image_auroc(labels, scores),
                 "f1_max": f1_max(labels, scores),
-                "pixel_auroc": pixel_auroc(masks, maps) if test_set.has_masks else None,
-                "aupro": aupro(masks, maps) if test_set.has_masks else None,
+                "pixel_auroc": pixel_auroc(masks, maps) if has_masks else None,
+                "aupro": aupro(masks, maps) if has_masks else None,
                 "adaptation_s": adaptation_s,
                 "inference_images_per_s": len(labels) / (embed_seconds + score_s + map_s),
             }

@@ -27,7 +27,7 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from data_tools.datasets import AnomalyDataset, check_category, load_supports
+from data_tools.datasets import check_category, load_supports, load_test_set
 from data_tools.manifests import manifest_for, support_files
 from fsad.anomaly_map import anomaly_maps, image_scores
 from fsad.augment import AUGMENT_FAMILIES, views_per_image
@@ -173,18 +173,7 @@ class ExplorerSession:
         """Test images, masks and labels of a category, loaded once per (category, image_size)."""
         key = (category, self.image_size)
         if key not in self._tests:
-            dataset = AnomalyDataset(self.data_root, category, split="test", image_size=self.image_size,
-                                     dataset=self.dataset)
-            labels = np.asarray(dataset.labels)
-            if labels.min() == labels.max():
-                raise ValueError(f"{category}: the test split has only one class, so AUROC is undefined; "
-                                 "choose a category with good and defective test images.")
-            items = [dataset[i] for i in range(len(dataset))]
-            self._tests[key] = {
-                "images": torch.stack([item["image"] for item in items]),
-                "masks": torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool),
-                "labels": labels, "has_masks": dataset.has_masks, "defect_types": list(dataset.defect_types),
-            }
+            self._tests[key] = load_test_set(self.data_root, category, self.image_size, self.dataset)
         return self._tests[key]
 
     @torch.no_grad()
