@@ -73,6 +73,14 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a parameter in every execution (value parsed as YAML)")
     batch.set_defaults(func=cmd_batch)
 
+    report = commands.add_parser("report", help="markdown tables of results files (methods side by side, paper beside)")
+    report.add_argument("sources", nargs="+", help="results JSON files or folders (searched recursively)")
+    report.add_argument("--metrics", nargs="+", default=["image_auroc", "pixel_auroc", "aupro"],
+                        choices=("image_auroc", "pixel_auroc", "aupro", "f1_max"))
+    report.add_argument("--methods", nargs="+", help="column order (default: as found)")
+    report.add_argument("--macro", action="store_true", help="add macro-average rows (for whole datasets)")
+    report.set_defaults(func=cmd_report)
+
     demo = commands.add_parser("demo", help="the main job on the embedded synthetic dataset")
     demo.add_argument("--out", default=str(REPO_ROOT / "runs" / "demo"))
     demo.add_argument("--device", default="auto")
@@ -104,6 +112,16 @@ def cmd_batch(args: argparse.Namespace) -> int:
     print(format_statuses(statuses))
     print(f"collected results: {csv_path}")
     return 1 if any(s["status"] == "failed" for s in statuses) else 0
+
+
+def cmd_report(args: argparse.Namespace) -> int:
+    from fsad.figures import load_cells, markdown_report
+
+    cells = load_cells(args.sources)
+    if not cells:
+        raise ValueError(f"No evaluation cells found in {args.sources}.")
+    print(markdown_report(cells, metrics=args.metrics, methods=args.methods, macro=args.macro), end="")
+    return 0
 
 
 def cmd_demo(args: argparse.Namespace) -> int:

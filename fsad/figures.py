@@ -630,3 +630,39 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | Path, dpi: int = 
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=dpi, bbox_inches="tight")
     return path
+
+
+def _cell_text(values: Sequence[float | None], digits: int = 1) -> str:
+    return " / ".join("—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
+                      for v in values)
+
+
+def markdown_report(cells: Sequence[dict[str, Any]], metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "aupro"),
+                    methods: Sequence[str] | None = None, macro: bool = False) -> str:
+    """Markdown tables of the method comparison, one per (dataset, backbone): rows (category, k), a column per
+    method holding ``metric1 / metric2 / ...`` (mean over runs, %), and RegAD's paper image AUROC.
+
+    This is what ``python -m fsad report`` prints and what README's results tables are pasted from.
+    ``macro=True`` adds the macro-average rows (meaningful only over a whole dataset).
+    """
+    blocks = []
+    for dataset, backbone in sorted({(c.get("dataset"), c.get("backbone")) for c in cells}, key=str):
+        chosen = [c for c in cells if c.get("dataset") == dataset and c.get("backbone") == backbone]
+        table = method_comparison_table(chosen, metrics=metrics, dataset=dataset)
+        present = list(dict.fromkeys(c["method"] for c in chosen))
+        order = [m for m in (methods or present) if m in present]
+        runs = {}
+        for c in chosen:
+            runs.setdefault((c["category"], int(c["k"])), set()).add(c["run"])
+        header = ["category", "k", "runs"] + order + ["paper RegAD (image)"]
+        lines = [f"**{dataset} · {backbone}** — cells: {' / '.join(m.replace('_auroc', ' AUROC') for m in metrics)} (%)",
+                 "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        for row in table:
+            if row["category"] == "macro_average" and not macro:
+                continue  # a macro average over a few available categories invites a false comparison
+            n_runs = len(runs.get((row["category"], row["k"]), ())) if row["category"] != "macro_average" else ""
+            values = [_cell_text([row.get(f"{m}_{metric}") for metric in metrics]) for m in order]
+            lines.append(f"| {row['category']} | {row['k']} | {n_runs} | " + " | ".join(values) +
+                         f" | {_cell_text([row.get('paper_regad_image_auroc')])} |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks) + "\n"

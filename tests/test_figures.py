@@ -186,3 +186,15 @@ def test_paper_constants_are_consistent() -> None:
     assert all(v is None for row in paper.RCM_TABLE7.values() for m in row.values() for v in m.values())
     with pytest.raises(ValueError, match="mvtec"):
         paper.regad_image_auroc("visa", "candle", 2)
+
+
+def test_markdown_report_puts_methods_side_by_side_with_the_paper():
+    from fsad.figures import markdown_report
+
+    cells = [{"dataset": "mvtec", "backbone": "resnet18", "method": m, "category": "bottle", "k": 2, "run": r,
+              "image_auroc": v, "pixel_auroc": 0.9, "aupro": None}
+             for m, values in (("regad", (0.9, 1.0)), ("patchcore", (0.8, 0.8))) for r, v in enumerate(values)]
+    text = markdown_report(cells)
+    assert "| category | k | runs | regad | patchcore | paper RegAD (image) |" in text
+    assert "| bottle | 2 | 2 | 95.0 / 90.0 / — | 80.0 / 90.0 / — | 99.4 |" in text
+    assert "macro_average" not in text and "macro_average" in markdown_report(cells, macro=True)
