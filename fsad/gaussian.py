@@ -19,10 +19,25 @@ Precision: Grams and Cholesky factors are computed in float64 where the conditio
 (``eps`` = 0.01 against feature variances in the hundreds gives condition numbers ~1e5), the
 stored factors are kept in the features' dtype, and the low-rank scoring (``A v``, the solve and
 the final ``|v|^2 - |w|^2`` subtraction, which cancels) runs in float64.
+
+Speed on CPU (same numbers; measured on 2 shared cores, k=8, C=448, 56x56, see benchmarks/README.md):
+
+* Chunks are small (a few tens of positions, :data:`CPU_CHUNK_BYTES` of temporaries) and their
+  buffers are reused: large temporaries are fresh ``mmap`` pages every time, and the page faults
+  cost more than the arithmetic.
+* Support features are copied to the position-major ``[P, N, C]`` layout through a small staging
+  buffer (or directly when they are ``channels_last``, as :meth:`fsad.models.regad.RegADModel.embed`
+  returns them): gathering ``[N, C, P]`` straight into ``[P, N, C]`` is ~4-30x slower.
+* The per-position linear algebra runs with one thread (:func:`single_thread_cpu`): torch loops
+  over the batch calling BLAS/LAPACK once per small matrix, and oneMKL's threading of each small
+  call makes every call synchronise its threads, which costs far more than it gains on a busy
+  machine (Cholesky 25x and the scoring GEMMs 4x slower with 2 threads on a loaded 2-core box).
 """
 from __future__ import annotations
 
+import contextlib
 import math
+from collections.abc import Iterator
 from typing import Any
 
 import torch
@@ -33,6 +48,53 @@ GAUSSIAN_EPS = 0.01
 # Working-memory budget used to pick chunk_size when it is not given (bytes).
 DEFAULT_MEMORY_BUDGET = 1 << 30
 METHODS = ("auto", "lowrank", "full")
+# CPU only: cap on the per-chunk temporaries (bytes) when chunk_size is automatic. Keeps them in
+# cache and below glibc's mmap threshold (32 MiB), so buffers are not re-faulted chunk after chunk.
+CPU_CHUNK_BYTES = 24 << 20
+
+
+# Intra-op threads for the per-position loops on CPU (see single_thread_cpu); None = torch's setting.
+CPU_LINALG_THREADS: int | None = 1
+
+
+@contextlib.contextmanager
+def single_thread_cpu(device: torch.device | str) -> Iterator[None]:
+    """Run the enclosed torch ops with :data:`CPU_LINALG_THREADS` intra-op threads on CPU.
+
+    Batched ``matmul`` / ``cholesky`` / ``solve_triangular`` on CPU call BLAS/LAPACK once per small
+    matrix (176x176 or 448x448 here); letting oneMKL thread each call makes every call synchronise
+    its threads. Measured on a loaded 2-core machine (k=8, C=448): Cholesky 25x, scoring 4x and the
+    whole fit 2x slower with 2 threads than with 1. Set ``fsad.gaussian.CPU_LINALG_THREADS = None``
+    to use torch's thread count instead (e.g. on an idle many-core workstation). No-op off CPU.
+    Changes torch's global thread setting while active (not thread-safe across Python threads).
+    """
+    threads = CPU_LINALG_THREADS
+    if torch.device(device).type != "cpu" or threads is None or torch.get_num_threads() == threads:
+        yield
+        return
+    previous = torch.get_num_threads()
+    torch.set_num_threads(threads)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(previous)
+
+
+def _position_major(flat: torch.Tensor, start: int, stop: int, out: torch.Tensor,
+                    staging: torch.Tensor | None) -> None:
+    """Copy positions ``start:stop`` of ``flat`` ``[N, C, P]`` into ``out`` ``[stop-start, N, C]``.
+
+    If ``flat`` is channel-contiguous (``channels_last`` features), the copy reads whole channel
+    vectors. Otherwise it goes through ``staging`` ``[N, C, chunk]``: a contiguous slab first
+    (rows of positions), then a transpose inside cache — ~4x faster than the direct strided gather.
+    """
+    view = flat[:, :, start:stop]
+    if staging is None or flat.stride(1) == 1:
+        out.copy_(view.permute(2, 0, 1))
+        return
+    slab = staging[:, :, :stop - start]
+    slab.copy_(view)
+    out.copy_(slab.permute(2, 0, 1))
 
 
 def random_channel_subset(num_channels: int, d: int, seed: int = 0) -> torch.Tensor:
@@ -50,8 +112,38 @@ def random_channel_subset(num_channels: int, d: int, seed: int = 0) -> torch.Ten
     return torch.randperm(num_channels, generator=gen)[:d].sort().values
 
 
+# CPU only: rows per block of the lower-triangular Gram (see _lower_gram).
+GRAM_BLOCK = 44
+
+
+def _lower_gram(x: torch.Tensor, out: torch.Tensor, transpose: bool) -> None:
+    """Lower triangle (block-wise) of ``x @ x^T`` (or ``x^T @ x`` if ``transpose``) into ``out``.
+
+    ``torch.linalg.cholesky`` reads only the lower triangle, so on CPU the strictly-upper blocks are
+    skipped: with 44-row blocks the float64 GEMM does ~60% of the full product's work (measured
+    1.7 s vs 2.1 s for k=8, C=448). Entries of the strict upper triangle outside the diagonal
+    blocks are left as they were. On other devices the whole product is one batched GEMM.
+    """
+    rows = x.mT if transpose else x  # [b, R, K]: out = rows @ rows^T
+    if x.device.type != "cpu":
+        torch.matmul(rows, rows.mT, out=out)
+        return
+    size = rows.shape[1]
+    for i in range(0, size, GRAM_BLOCK):
+        j = min(i + GRAM_BLOCK, size)
+        torch.matmul(rows[:, i:j], rows[:, :j].mT, out=out[:, i:j, :j])
+
+
 def _auto_chunk(bytes_per_position: int, num_positions: int, budget: int) -> int:
     return int(max(1, min(num_positions, budget // max(1, bytes_per_position))))
+
+
+def _pick_chunk(per_position: int, temp_per_position: int, num_positions: int, budget: int,
+                device: torch.device) -> int:
+    chunk = _auto_chunk(per_position, num_positions, budget)
+    if device.type == "cpu":  # small, cache-resident, reused temporaries (see CPU_CHUNK_BYTES)
+        chunk = min(chunk, _auto_chunk(temp_per_position, num_positions, CPU_CHUNK_BYTES))
+    return chunk
 
 
 class PositionalGaussian:
@@ -82,7 +174,8 @@ class PositionalGaussian:
     # ------------------------------------------------------------------ fit
     def fit(self, features: torch.Tensor, eps: float = GAUSSIAN_EPS, method: str = "auto",
             chunk_size: int | None = None, channels: torch.Tensor | None = None,
-            memory_budget: int = DEFAULT_MEMORY_BUDGET) -> "PositionalGaussian":
+            memory_budget: int = DEFAULT_MEMORY_BUDGET, *,
+            overwrite_features: bool = False) -> "PositionalGaussian":
         """Fit mean and (regularised) covariance at every position.
 
         Args:
@@ -95,6 +188,12 @@ class PositionalGaussian:
             channels: optional index of channels to use (e.g. :func:`random_channel_subset`);
                 stored and applied again by :meth:`mahalanobis`.
             memory_budget: working-memory target (bytes) for the automatic chunk size.
+            overwrite_features: allow the low-rank fit to keep ``features``' memory as its factor
+                ``A`` (centred in place, so the tensor's values are overwritten), saving a copy of
+                the whole feature tensor. Used only when the storage is already position-major,
+                i.e. ``features.permute(2, 3, 0, 1)`` is contiguous (what
+                :meth:`position_major_buffer` gives) and no channel subset is taken; ignored
+                otherwise.
 
         Returns:
             ``self``.
@@ -125,46 +224,63 @@ class PositionalGaussian:
         p = h * w
         flat = features.reshape(n, cd, p)
         item = torch.finfo(dtype).bits // 8
-        if method == "lowrank":
-            # Per position: X/A chunk (2*N*C), A in float64, Gram + its Cholesky (2*N*N*8).
-            per_pos = 2 * n * cd * item + n * cd * 8 + 2 * n * n * 8
-        else:
-            # Per position: A chunk (N*C), covariance + Cholesky in float64 (2*C*C*8), stored factor.
-            per_pos = 2 * n * cd * item + n * cd * 8 + 2 * cd * cd * 8 + cd * cd * item
-        chunk = chunk_size or _auto_chunk(per_pos, p, memory_budget)
+        dev = features.device
+        # Temporaries per position: staging slab (N*C), A in float64 (N*C*8), Gram or covariance in
+        # float64 (lowrank N*N*8; full 2*C*C*8 incl. the float64 factor before it is stored).
+        temp = n * cd * item + n * cd * 8 + (n * n * 8 if method == "lowrank" else 2 * cd * cd * 8)
+        stored = n * cd * item + n * n * 8 if method == "lowrank" else n * cd * item + cd * cd * item
+        chunk = chunk_size or _pick_chunk(temp + stored, temp, p, memory_budget, dev)
 
         denom = math.sqrt(max(n - 1, 1))  # N = 1: A = 0, i.e. zero sample covariance
-        dev = features.device
         # Outputs are preallocated and filled chunk by chunk (no list + cat, which would hold the
-        # factors twice at the end of the fit).
+        # factors twice at the end of the fit); temporaries are allocated once and reused.
         mean = torch.empty(p, cd, dtype=dtype, device=dev)
+        k = min(chunk, p)
+        a64_buf = torch.empty(k, n, cd, dtype=torch.float64, device=dev)
+        staging = torch.empty(n, cd, k, dtype=dtype, device=dev) if flat.stride(1) != 1 else None
+        in_place = (overwrite_features and method == "lowrank" and channels is None
+                    and features.dtype == dtype and features.permute(2, 3, 0, 1).is_contiguous())
+        if in_place:
+            staging = None
         if method == "lowrank":
-            factor_a = torch.empty(p, n, cd, dtype=dtype, device=dev)
+            factor_a = (features.permute(2, 3, 0, 1).reshape(p, n, cd) if in_place
+                        else torch.empty(p, n, cd, dtype=dtype, device=dev))
             chol = torch.empty(p, n, n, dtype=torch.float64, device=dev)
-            eye = torch.eye(n, dtype=torch.float64, device=dev)
+            gram_buf = torch.empty(k, n, n, dtype=torch.float64, device=dev)
+            a_buf = None
         else:
             factor_a = None
             chol = torch.empty(p, cd, cd, dtype=dtype, device=dev)
-            eye = torch.eye(cd, dtype=torch.float64, device=dev)
-        for start in range(0, p, chunk):
-            stop = min(start + chunk, p)
-            # A contiguous [p, N, C] buffer of our own: batched GEMMs on the strided permuted view
-            # are ~5x slower, and owning it lets the centring run in place.
-            view = flat[:, :, start:stop].permute(2, 0, 1)
-            a = factor_a[start:stop] if factor_a is not None else torch.empty(view.shape, dtype=dtype, device=dev)
-            a.copy_(view)
-            torch.mean(a, dim=1, out=mean[start:stop])
-            a.sub_(mean[start:stop].unsqueeze(1)).mul_(1.0 / denom)
-            a64 = a.double()
-            if method == "lowrank":
-                # Gram in float64: its small eigenvalues sit next to eps and decide the distance.
-                chol[start:stop] = torch.linalg.cholesky(a64 @ a64.mT + eps * eye)
-            else:
-                # Covariance GEMM in float64 too: in float32 it costs ~0.5% relative error in the
-                # distances of realistic (low-rank, ReLU) features. The factor is stored in the
-                # features' dtype, which costs only ~1e-7 relative.
-                chol[start:stop] = torch.linalg.cholesky(a64.mT @ a64 + eps * eye)
-            del a64
+            gram_buf = torch.empty(k, cd, cd, dtype=torch.float64, device=dev)
+            chol64_buf = torch.empty(k, cd, cd, dtype=torch.float64, device=dev)
+            a_buf = torch.empty(k, n, cd, dtype=dtype, device=dev)
+        diag_stride = gram_buf.shape[-1] + 1
+        with single_thread_cpu(dev):
+            for start in range(0, p, chunk):
+                stop = min(start + chunk, p)
+                m = stop - start
+                # A contiguous [p, N, C] block of our own: batched GEMMs on the strided permuted view
+                # are ~5x slower, and owning it lets the centring run in place.
+                a = factor_a[start:stop] if factor_a is not None else a_buf[:m]
+                if not in_place:
+                    _position_major(flat, start, stop, a, staging)
+                torch.mean(a, dim=1, out=mean[start:stop])
+                a.sub_(mean[start:stop].unsqueeze(1)).mul_(1.0 / denom)
+                a64 = a64_buf[:m]
+                a64.copy_(a)
+                gram = gram_buf[:m]
+                # lowrank: Gram in float64, since its small eigenvalues sit next to eps and decide the
+                # distance. full: covariance GEMM in float64 too: in float32 it costs ~0.5% relative
+                # error in the distances of realistic (low-rank, ReLU) features. The full factor is
+                # stored in the features' dtype, which costs only ~1e-7 relative.
+                _lower_gram(a64, gram, transpose=method == "full")
+                gram.view(m, -1)[:, ::diag_stride].add_(eps)  # + eps*I on the diagonal, in place
+                if method == "lowrank":
+                    torch.linalg.cholesky(gram, out=chol[start:stop])
+                else:
+                    chol64 = chol64_buf[:m]
+                    torch.linalg.cholesky(gram, out=chol64)
+                    chol[start:stop].copy_(chol64)
 
         self.method_ = method
         self.eps = float(eps)
@@ -178,6 +294,17 @@ class PositionalGaussian:
         self.chunk_size = chunk
         self.memory_budget = memory_budget
         return self
+
+    @staticmethod
+    def position_major_buffer(n: int, c: int, h: int, w: int, dtype: torch.dtype = torch.float32,
+                              device: torch.device | str = "cpu") -> torch.Tensor:
+        """An empty ``[N, C, H, W]`` tensor stored position-major (``[H, W, N, C]`` in memory).
+
+        Fill it with support features (e.g. ``RegADModel.embed(x, out=buffer[i:j])``) and pass it to
+        ``fit(buffer, overwrite_features=True)``: the low-rank fit then uses it as its factor in place
+        instead of copying 1 GiB (k=8, C=448, 56x56) into a new one.
+        """
+        return torch.empty(h, w, n, c, dtype=dtype, device=device).permute(2, 3, 0, 1)
 
     # ---------------------------------------------------------------- score
     def mahalanobis(self, features: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
@@ -213,29 +340,43 @@ class PositionalGaussian:
         n = self.num_samples
         item = torch.finfo(dtype).bits // 8
         if self.method_ == "lowrank":
-            per_pos = m * cd * (item + 16) + n * cd * 8 + 2 * n * m * 8
+            # staging + x (M*C), v (M*C*8), A in float64 (N*C*8), u and its solve (2*N*M*8)
+            temp = 2 * m * cd * item + m * cd * 8 + n * cd * 8 + 2 * n * m * 8
         else:
-            per_pos = m * cd * (2 * item + 8)
-        chunk = chunk_size or _auto_chunk(per_pos, p, self.memory_budget)
-        out = []
-        for start in range(0, p, chunk):
-            stop = min(start + chunk, p)
-            x = flat[:, :, start:stop].permute(2, 0, 1).contiguous()  # [p, M, C]
-            if self.method_ == "lowrank":
-                # Everything in float64: |v|^2 and |L^-1 A v|^2 are both ~|v|^2 when v lies near the
-                # supports' span, and their difference is then divided by eps, so float32 rounding
-                # of A v would be amplified ~|v|^2/(eps d^2) times (4% error for in-sample points).
-                v = x.double() - self.mean[start:stop].double().unsqueeze(1)
-                u = self.factor_a[start:stop].double() @ v.mT  # [p, N, M]
-                wv = torch.linalg.solve_triangular(self.chol[start:stop], u, upper=False)
-                d2 = (torch.linalg.vecdot(v, v) - torch.linalg.vecdot(wv, wv, dim=1)) / self.eps
-            else:
-                v = x.to(dtype) - self.mean[start:stop].unsqueeze(1)
-                z = torch.linalg.solve_triangular(self.chol[start:stop], v.mT, upper=False)  # [p, C, M]
-                z = z.double()
-                d2 = torch.linalg.vecdot(z, z, dim=1)
-            out.append(d2)
-        d2 = torch.cat(out)  # [P, M]
+            temp = 2 * m * cd * item + 2 * m * cd * item
+        chunk = chunk_size or _pick_chunk(temp, temp, p, self.memory_budget, device)
+        k = min(chunk, p)
+        x_buf = torch.empty(k, m, cd, dtype=features.dtype, device=device)
+        staging = torch.empty(m, cd, k, dtype=features.dtype, device=device) if flat.stride(1) != 1 else None
+        d2 = torch.empty(p, m, dtype=torch.float64, device=device)
+        if self.method_ == "lowrank":
+            v_buf = torch.empty(k, m, cd, dtype=torch.float64, device=device)
+            a64_buf = torch.empty(k, n, cd, dtype=torch.float64, device=device)
+            u_buf = torch.empty(k, n, m, dtype=torch.float64, device=device)
+        with single_thread_cpu(device):
+            for start in range(0, p, chunk):
+                stop = min(start + chunk, p)
+                x = x_buf[:stop - start]
+                _position_major(flat, start, stop, x, staging)  # [p, M, C]
+                if self.method_ == "lowrank":
+                    # Everything in float64: |v|^2 and |L^-1 A v|^2 are both ~|v|^2 when v lies near the
+                    # supports' span, and their difference is then divided by eps, so float32 rounding
+                    # of A v would be amplified ~|v|^2/(eps d^2) times (4% error for in-sample points).
+                    v = v_buf[:stop - start]
+                    v.copy_(x)
+                    v.sub_(self.mean[start:stop].unsqueeze(1))
+                    a64 = a64_buf[:stop - start]
+                    a64.copy_(self.factor_a[start:stop])
+                    u = u_buf[:stop - start]
+                    torch.matmul(a64, v.mT, out=u)  # [p, N, M]
+                    wv = torch.linalg.solve_triangular(self.chol[start:stop], u, upper=False)
+                    torch.sub(torch.linalg.vecdot(v, v), torch.linalg.vecdot(wv, wv, dim=1), out=d2[start:stop])
+                    d2[start:stop].div_(self.eps)
+                else:
+                    v = x.to(dtype) - self.mean[start:stop].unsqueeze(1)
+                    z = torch.linalg.solve_triangular(self.chol[start:stop], v.mT, upper=False)  # [p, C, M]
+                    torch.linalg.vecdot(z.double(), z.double(), dim=1, out=d2[start:stop])
+
         return d2.clamp_min(0).sqrt().mT.reshape(m, h, w).to(dtype)
 
     # ---------------------------------------------------------------- state

@@ -39,8 +39,32 @@ class FewShotMethod(Protocol):
 
 
 def batched_embed(embed, images: torch.Tensor, batch_size: int = DEFAULT_FEATURE_BATCH) -> torch.Tensor:
-    """Apply ``embed`` to ``images`` in batches on the images' device and concatenate."""
-    return torch.cat([embed(images[i:i + batch_size]) for i in range(0, len(images), batch_size)])
+    """Apply ``embed`` to ``images`` in batches on the images' device and concatenate.
+
+    The result is written batch by batch into one preallocated tensor (in the memory format of the
+    first batch's result, e.g. ``channels_last``) instead of ``torch.cat`` of a list, so the features
+    (1 GiB for 176 augmented supports at 448x56x56) are never held twice. Each batch is handed to
+    ``embed`` in ``channels_last`` memory format (same values): oneDNN's CPU convolutions, pooling and
+    bilinear upsampling run faster on it, and features that come out channels-last turn into
+    ``[positions, channels]`` rows (PatchCore's bank, the Gaussian's per-position vectors) without a
+    transpose.
+    """
+    def run(batch: torch.Tensor) -> torch.Tensor:
+        if batch.dim() == 4:
+            batch = batch.contiguous(memory_format=torch.channels_last)
+        return embed(batch)
+
+    if len(images) <= batch_size:
+        return run(images)
+    first = run(images[:batch_size])
+    fmt = (torch.channels_last if first.dim() == 4 and not first.is_contiguous()
+           and first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+    out = torch.empty((len(images), *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=fmt)
+    out[:batch_size].copy_(first)
+    del first
+    for i in range(batch_size, len(images), batch_size):
+        out[i:i + batch_size].copy_(run(images[i:i + batch_size]))
+    return out
 
 
 class GaussianMethod:
@@ -68,13 +92,44 @@ class GaussianMethod:
         self.feature_batch = feature_batch
         self.gaussian = PositionalGaussian()
 
+    def _embed_shape(self, images: torch.Tensor) -> tuple[int, int, int, int] | None:
+        """Output shape of a model with ``embed(x, out=...)`` (a RegADModel), else None."""
+        size = getattr(self.model, "image_size", None)
+        channels = getattr(self.model, "embed_channels", None)
+        if (not isinstance(size, int) or not isinstance(channels, int) or images.dim() != 4
+                or tuple(images.shape[-2:]) != (size, size)):
+            return None
+        side = size // 4  # stage-1 stride of both backbones
+        return len(images), channels, side, side
+
+    def _embed_into(self, images: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
+        for i in range(0, len(images), self.feature_batch):
+            self.model.embed(images[i:i + self.feature_batch], out=out[i:i + self.feature_batch])
+        return out
+
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
-        return batched_embed(self.model.embed, images, self.feature_batch)
+        """Embeddings ``[B, C, h, w]`` of images ``[B, 3, S, S]`` (``model.embed`` in batches).
+
+        A :class:`~fsad.models.regad.RegADModel` writes each batch straight into one preallocated
+        ``channels_last`` result (``embed(x, out=...)``), saving a copy of the whole feature tensor.
+        """
+        shape = self._embed_shape(images)
+        if shape is None or len(images) <= self.feature_batch:
+            return batched_embed(self.model.embed, images, self.feature_batch)
+        out = torch.empty(shape, dtype=images.dtype, device=images.device, memory_format=torch.channels_last)
+        return self._embed_into(images, out)
 
     @torch.no_grad()
     def fit(self, supports: torch.Tensor) -> None:
         views = augment_supports(supports, self.augment_families) if self.augment_families else supports
+        shape = self._embed_shape(views)
+        if shape is not None and self.channel_subset is None and shape[0] < shape[1]:
+            # Low-rank Gaussian (N < C): the supports' features are written straight into the
+            # position-major buffer the fit keeps as its factor (same numbers, one 1 GiB copy less).
+            buffer = PositionalGaussian.position_major_buffer(*shape, dtype=views.dtype, device=views.device)
+            self.gaussian.fit(self._embed_into(views, buffer), overwrite_features=True)
+            return
         features = self.embed(views)
         channels = None
         if self.channel_subset is not None:

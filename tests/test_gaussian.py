@@ -145,3 +145,70 @@ def test_bad_inputs_raise_clear_errors():
         g.mahalanobis(support[0])
     with pytest.raises(ValueError, match="between 1 and"):
         random_channel_subset(8, 9, seed=0)
+
+
+@pytest.mark.parametrize("n", [12, 40])  # lowrank (N < C) and full (N >= C)
+def test_memory_layout_and_threads_do_not_change_the_numbers(n, monkeypatch):
+    import fsad.gaussian as gaussian
+
+    support = _features(n, 24, 5, 6, seed=20)
+    test = _features(4, 24, 5, 6, seed=21)
+    ref = PositionalGaussian().fit(support, chunk_size=7)
+    d_ref = ref.mahalanobis(test, chunk_size=7)
+    # channels_last features (what RegADModel.embed returns) take the direct copy, NCHW the staging
+    # buffer; the per-position arithmetic is the same, so the results are bitwise equal.
+    cl = support.contiguous(memory_format=torch.channels_last)
+    got = PositionalGaussian().fit(cl, chunk_size=7)
+    for name in ("mean", "chol", "factor_a"):
+        if getattr(ref, name) is not None:
+            torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=0, atol=0)
+    torch.testing.assert_close(got.mahalanobis(test.contiguous(memory_format=torch.channels_last), chunk_size=7),
+                               d_ref, rtol=0, atol=0)
+    # torch's own thread count instead of one thread: same numbers up to BLAS summation order.
+    monkeypatch.setattr(gaussian, "CPU_LINALG_THREADS", None)
+    threaded = PositionalGaussian().fit(support, chunk_size=7).mahalanobis(test, chunk_size=7)
+    torch.testing.assert_close(threaded, d_ref, rtol=1e-6, atol=0)
+    np.testing.assert_allclose(d_ref.double().numpy(), _numpy_reference(support, test), rtol=1e-4)
+
+
+def test_single_thread_cpu_restores_the_thread_count():
+    from fsad.gaussian import single_thread_cpu
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    try:
+        with single_thread_cpu("cpu"):
+            assert torch.get_num_threads() == 1
+        assert torch.get_num_threads() == 2
+        with pytest.raises(RuntimeError, match="boom"):
+            with single_thread_cpu(torch.device("cpu")):
+                raise RuntimeError("boom")
+        assert torch.get_num_threads() == 2
+        with single_thread_cpu("meta"):  # other devices: untouched
+            assert torch.get_num_threads() == 2
+    finally:
+        torch.set_num_threads(before)
+
+
+def test_overwrite_features_fits_in_place_with_the_same_numbers():
+    support = _features(10, 24, 3, 5, seed=22)
+    test = _features(3, 24, 3, 5, seed=23)
+    ref = PositionalGaussian().fit(support, chunk_size=4)
+    buffer = PositionalGaussian.position_major_buffer(10, 24, 3, 5)
+    assert buffer.shape == (10, 24, 3, 5) and buffer.permute(2, 3, 0, 1).is_contiguous()
+    buffer.copy_(support)
+    g = PositionalGaussian().fit(buffer, chunk_size=4, overwrite_features=True)
+    assert g.factor_a.data_ptr() == buffer.data_ptr()  # no copy: the buffer became the factor
+    for name in ("mean", "factor_a", "chol"):
+        torch.testing.assert_close(getattr(g, name), getattr(ref, name), rtol=0, atol=0)
+    torch.testing.assert_close(g.mahalanobis(test), ref.mahalanobis(test), rtol=0, atol=0)
+    # Any other layout, the full form or a channel subset: the input is left untouched.
+    for kwargs in ({}, {"channels": torch.arange(0, 24, 2)}):
+        kept = support.clone()
+        PositionalGaussian().fit(kept, overwrite_features=True, **kwargs)
+        assert torch.equal(kept, support)
+    full_input = PositionalGaussian.position_major_buffer(30, 8, 3, 5)
+    full_input.copy_(_features(30, 8, 3, 5, seed=24))
+    before = full_input.clone()
+    assert PositionalGaussian().fit(full_input, overwrite_features=True).method_ == "full"
+    assert torch.equal(full_input, before)

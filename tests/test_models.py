@@ -334,3 +334,83 @@ def test_regad_rejects_wrong_input_size() -> None:
     model = RegADModel("mobilenet_v2", image_size=64, seed=0)
     with pytest.raises(ValueError, match=r"\[N, 3, 64, 64\].*image_size=96"):
         model(torch.randn(1, 3, 96, 96))
+
+
+# ---------------------------------------------------------------- evaluation fast paths (exact)
+def test_untrained_stn_skips_localisation_only_without_autograd() -> None:
+    from fsad.models.stn import SpatialTransformer, is_identity_theta, warp_if_needed
+
+    torch.manual_seed(0)
+    stn = SpatialTransformer(8, 16, "rotation_scale").eval()
+    x = torch.randn(3, 8, 16, 16)
+    calls = []
+    hook = stn.localization.register_forward_hook(lambda *_: calls.append(1))
+    with torch.no_grad():
+        warped, theta = stn(x)
+    assert calls == [] and warped is x and is_identity_theta(theta)  # exact identity: no net, no warp
+    warped, theta = stn(x)  # autograd on: the net runs (the zero weights still get a gradient)
+    assert calls == [1] and is_identity_theta(theta) and warped is not x
+    with torch.no_grad():
+        stn.fc[-1].weight.fill_(1e-3)  # "trained": θ depends on the input, the net must run
+        _, theta = stn(x)
+    assert calls == [1, 1] and not is_identity_theta(theta)
+    hook.remove()
+    # warp_if_needed runs the warp whenever a gradient is needed or θ is not exactly the identity.
+    eye = params_to_theta(torch.tensor([[0.0, 1.0, 1.0]] * 3), "rotation_scale")
+    xg = x.clone().requires_grad_()
+    assert warp_if_needed(xg, eye).grad_fn is not None
+    assert not torch.equal(warp_if_needed(x, eye + 1e-3), x)
+    torch.testing.assert_close(warp_if_needed(x, eye), warp(x, eye), atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("backbone", ["resnet18", "mobilenet_v2"])
+def test_embed_out_buffer_and_channels_last_are_the_same_numbers(backbone: str) -> None:
+    model = RegADModel(backbone, image_size=64, seed=0).eval()
+    _set_stn_bias(model, [[0.3, 1.1, 0.9], [-0.2, 0.95, 1.05], [0.25, 1.0, 1.1]])
+    x = torch.randn(3, 3, 64, 64)
+    with torch.no_grad():  # reference: NCHW input, plain warps / upsampling / concatenation
+        feats, thetas = model.registered_features(x)
+        back = model.back_warp(feats, thetas)
+        ref = torch.cat([back[0]] + [F.interpolate(f, size=(16, 16), mode="bilinear", align_corners=False)
+                                     for f in back[1:]], 1)
+    emb = model.embed(x)
+    assert emb.is_contiguous(memory_format=torch.channels_last)
+    torch.testing.assert_close(emb, ref, atol=1e-5, rtol=1e-5)
+    buffer = torch.full((5, model.embed_channels, 16, 16), float("nan"))
+    returned = model.embed(x, out=buffer[1:4])
+    assert returned.data_ptr() == buffer[1:4].data_ptr()
+    torch.testing.assert_close(buffer[1:4], emb, atol=0, rtol=0)
+    assert buffer[0].isnan().all() and buffer[4].isnan().all()
+    with pytest.raises(ValueError, match="out must have shape"):
+        model.embed(x, out=buffer[:2])
+
+
+def test_gaussian_method_batched_embed_matches_one_batch() -> None:
+    from fsad.methods import GaussianMethod, batched_embed
+
+    model = RegADModel("resnet18", image_size=32, stn_mode=None, seed=0)
+    x = torch.randn(7, 3, 32, 32)
+    whole = model.embed(x)
+    method = GaussianMethod(model, augment_families=(), feature_batch=3)
+    got = method.embed(x)  # written batch by batch into one buffer
+    assert got.shape == whole.shape
+    torch.testing.assert_close(got, whole, atol=1e-5, rtol=1e-5)
+    generic = batched_embed(lambda b: b * 2, x, batch_size=3)  # any embed function, any batch split
+    torch.testing.assert_close(generic, x * 2, atol=0, rtol=0)
+
+
+def test_gaussian_method_fit_in_place_equals_fit_on_embeddings() -> None:
+    from fsad.gaussian import PositionalGaussian
+    from fsad.methods import GaussianMethod
+
+    model = RegADModel("resnet18", image_size=32, seed=0)
+    _set_stn_bias(model, [[0.1, 1.05, 0.95]] * 3)
+    supports, test = torch.randn(2, 3, 32, 32), torch.randn(3, 3, 32, 32)
+    method = GaussianMethod(model, augment_families=("flip", "gray"), feature_batch=4)  # N=6 < C=448
+    method.fit(supports)
+    assert method.gaussian.method_ == "lowrank"
+    from fsad.augment import augment_supports
+
+    ref = PositionalGaussian().fit(method.embed(augment_supports(supports, ("flip", "gray"))))
+    features = method.embed(test)
+    torch.testing.assert_close(method.score_features(features), ref.mahalanobis(features), rtol=0, atol=0)

@@ -11,7 +11,8 @@ from torch import Tensor, nn
 
 from fsad.models.backbone import BACKBONES, STAGE_CHANNELS, STAGE_STRIDES, FeatureExtractor
 from fsad.models.siamese import SiameseEncoder, SiamesePredictor, registration_loss
-from fsad.models.stn import DEFAULT_STN_MODE, STN_MODES, SpatialTransformer, compose_theta, invert_theta, warp
+from fsad.models.stn import DEFAULT_STN_MODE, STN_MODES, SpatialTransformer, compose_theta, invert_theta, \
+    warp_if_needed
 
 __all__ = ["ATTENTION_KINDS", "RegADOutput", "RegADModel"]
 
@@ -218,7 +219,9 @@ class RegADModel(nn.Module):
         Stage i's features were computed from maps already warped by θ1…θ(i-1) and then warped by θi, so going back
         undoes θi, then θ(i-1), …, then θ1 — as the authors' code does (``stn2_output = fix(fix(x2, θ2⁻¹), θ1⁻¹)``).
         The kit composes those inverses into one θ per stage (:func:`compose_theta`) so each map is interpolated
-        once instead of i times. θ is detached: this is an evaluation-time operation.
+        once instead of i times. θ is detached: this is an evaluation-time operation. A composed θ that is exactly
+        the identity (untrained STNs) returns the map itself, without a warp (exact; see
+        :func:`fsad.models.stn.warp_if_needed`).
 
         Args:
             features: ``[f1, f2, f3]`` from :meth:`registered_features`.
@@ -235,32 +238,53 @@ class RegADModel(nn.Module):
                 continue
             inv = invert_theta(theta.detach())
             back = inv if back is None else compose_theta(inv, back)
-            out.append(warp(feat.detach(), back))
+            out.append(warp_if_needed(feat.detach(), back))
         return out
 
-    def embed(self, x: Tensor) -> Tensor:
+    def embed(self, x: Tensor, out: Tensor | None = None) -> Tensor:
         """Registered features warped back to the input frame, upsampled to stage-1 size and concatenated.
 
         Runs in eval mode (BN running statistics) under ``torch.no_grad`` and restores the previous mode, since
         the embedding feeds the per-position Gaussian and must not depend on the batch it is computed in.
 
+        Speed (same values up to float rounding, ~1e-6 relative): the images go through the network in
+        ``channels_last`` memory format, which oneDNN's CPU convolutions and bilinear upsampling run faster
+        (measured ResNet-18, 1 thread: forward 1.08 s vs 1.48 s per 32 images, upsampling 4x faster), and the
+        result is channels-last too, so the per-position Gaussian reads each position's channel vector
+        contiguously. Untrained STNs cost nothing (see :meth:`SpatialTransformer.predict_theta` and
+        :meth:`back_warp`).
+
         Args:
             x: images ``[N, 3, S, S]``.
+            out: optional preallocated ``[N, sum(channels), S/4, S/4]`` tensor (any memory layout, e.g. a slice
+                of a larger batch's buffer) that the stages are written into, saving one copy of the result.
 
         Returns:
             ``[N, sum(channels), S/4, S/4]`` — ``[N, 448, 56, 56]`` for ResNet-18 at 224 px, 152 channels for
-            MobileNetV2. Upsampling is bilinear (``align_corners=False``).
+            MobileNetV2 — in ``channels_last`` memory format (or ``out``). Upsampling is bilinear
+            (``align_corners=False``).
         """
         was_training = self.training
         self.eval()
         try:
             with torch.no_grad():
-                features, thetas = self.registered_features(x)
+                features, thetas = self.registered_features(x.contiguous(memory_format=torch.channels_last))
                 aligned = self.back_warp(features, thetas)
                 size = aligned[0].shape[-2:]
-                maps = [aligned[0]] + [F.interpolate(f, size=size, mode="bilinear", align_corners=False)
-                                       for f in aligned[1:]]
-                return torch.cat(maps, dim=1)
+                shape = (x.shape[0], self.embed_channels, *size)
+                if out is None:
+                    out = torch.empty(shape, dtype=aligned[0].dtype, device=aligned[0].device,
+                                      memory_format=torch.channels_last)
+                elif tuple(out.shape) != shape:
+                    raise ValueError(f"out must have shape {list(shape)}, got {list(out.shape)}")
+                start = 0
+                for i, f in enumerate(aligned):
+                    if i > 0:  # channels-last input keeps the fast channels-last upsampling kernel
+                        f = F.interpolate(f.contiguous(memory_format=torch.channels_last), size=size,
+                                          mode="bilinear", align_corners=False)
+                    out[:, start:start + f.shape[1]].copy_(f)
+                    start += f.shape[1]
+                return out
         finally:
             self.train(was_training)
 

@@ -53,6 +53,7 @@ __all__ = [
     "invert_theta",
     "compose_theta",
     "warp",
+    "is_identity_theta",
     "SpatialTransformer",
 ]
 
@@ -236,6 +237,33 @@ def warp(x: Tensor, theta: Tensor, padding_mode: str = "reflection") -> Tensor:
     return F.grid_sample(x, grid, mode="bilinear", padding_mode=padding_mode, align_corners=False)
 
 
+def is_identity_theta(theta: Tensor) -> bool:
+    """True when every θ of the batch is *exactly* the identity ``[[1, 0, 0], [0, 1, 0]]``.
+
+    An untrained STN (zero last-layer weights, identity bias) and the inverse of its θ are exactly the identity,
+    so evaluation can skip their warps: ``warp(x, identity)`` equals ``x`` only up to float rounding of the
+    sampling grid (~1e-6), while skipping returns ``x`` itself.
+    """
+    if theta.ndim != 3 or theta.shape[1:] != (2, 3):
+        return False
+    identity = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]], dtype=theta.dtype, device=theta.device)
+    return bool(torch.equal(theta, identity.expand_as(theta)))
+
+
+def warp_if_needed(x: Tensor, theta: Tensor, padding_mode: str = "reflection") -> Tensor:
+    """:func:`warp`, except that an exactly-identity θ returns ``x`` itself (no copy) when no gradient is needed.
+
+    Used by evaluation paths (no autograd): skipping ``affine_grid`` + ``grid_sample`` there is exact. With
+    autograd on, the warp always runs, since an identity θ still has a gradient (the STN is trained through it).
+    """
+    needs_grad = torch.is_grad_enabled() and (x.requires_grad or theta.requires_grad)
+    if not needs_grad and is_identity_theta(theta):
+        if theta.shape[0] != x.shape[0]:
+            raise ValueError(f"theta must have shape [{x.shape[0]}, 2, 3] to match x, got {tuple(theta.shape)}")
+        return x
+    return warp(x, theta, padding_mode)
+
+
 def _pooled_size(size: int) -> int:
     # MaxPool2d(kernel 3, stride 2, padding 1) gives ceil(size / 2); applied twice.
     return math.ceil(math.ceil(size / 2) / 2)
@@ -296,17 +324,42 @@ class SpatialTransformer(nn.Module):
         with torch.no_grad():
             last.bias.copy_(torch.tensor(IDENTITY_PARAMS[self.mode]))
 
+    def _constant_params(self) -> Tensor | None:
+        """The last FC's bias if its weights are all zero (θ then does not depend on the input), else None."""
+        last = self.fc[-1]
+        if bool(torch.count_nonzero(last.weight) == 0):
+            return last.bias
+        return None
+
     def predict_theta(self, x: Tensor) -> Tensor:
-        """θ ``[N, 2, 3]`` for a feature map ``x`` ``[N, C, in_size, in_size]``."""
+        """θ ``[N, 2, 3]`` for a feature map ``x`` ``[N, C, in_size, in_size]``.
+
+        In eval mode without autograd, an STN whose last FC has all-zero weights (untrained: the identity at
+        init) outputs exactly its bias whatever the input (for finite features), so the localisation net —
+        about 20 GFLOP for 176 layer1 maps at 224 px — is skipped; θ is the same. In training mode it always
+        runs: BatchNorm updates its running statistics and the zero weights still receive a gradient.
+        """
         if x.ndim != 4 or x.shape[-2:] != (self.in_size, self.in_size):
             raise ValueError(f"SpatialTransformer built for {self.in_size}×{self.in_size} maps got input "
                              f"{tuple(x.shape)}; rebuild the model with the image_size of your inputs")
+        if not self.training and not torch.is_grad_enabled():
+            bias = self._constant_params()
+            if bias is not None:
+                return params_to_theta(bias.detach().to(x.dtype).expand(x.shape[0], -1), self.mode)
         return params_to_theta(self.fc(self.localization(x)), self.mode)
 
     def forward(self, x: Tensor) -> tuple[Tensor, Tensor]:
-        """Returns ``(warp(x, θ), θ)``."""
+        """Returns ``(warp(x, θ), θ)`` (without autograd, an exactly-identity θ returns ``x`` itself).
+
+        The warped map keeps ``x``'s ``channels_last`` memory format (``grid_sample`` returns NCHW), so the
+        next backbone stage keeps oneDNN's faster channels-last convolutions. Values are unaffected.
+        """
         theta = self.predict_theta(x)
-        return warp(x, theta), theta
+        warped = warp_if_needed(x, theta)
+        if warped is not x and x.dim() == 4 and not x.is_contiguous() \
+                and x.is_contiguous(memory_format=torch.channels_last):
+            warped = warped.contiguous(memory_format=torch.channels_last)
+        return warped, theta
 
     def extra_repr(self) -> str:
         return f"mode={self.mode!r}, in_size={self.in_size}"
