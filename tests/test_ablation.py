@@ -156,3 +156,19 @@ def test_cli(tmp_path: Path) -> None:
                               "--no-stn"])
     with pytest.raises(ValueError, match="no-STN rows"):
         ablation.config_from_args(args)
+
+
+def test_table7_trains_each_rcm_variant_with_its_modules(root: Path, tmp_path: Path) -> None:
+    from fsad.ablation import table7
+    from fsad.checkpoint import read_checkpoint
+
+    variants = {"R18": ("none", False), "+MAM+DCNv2": ("mam", True)}
+    document = table7(_config(root, tmp_path, categories=["washer"]), progress=False, variants=variants)
+    assert [(row["row"], row["k"]) for row in document["rows"]] == [("R18", 2), ("+MAM+DCNv2", 2)]
+    assert all(row["image_auroc"] is not None for row in document["rows"])
+    config = read_checkpoint(document["checkpoints"]["+MAM+DCNv2"]["washer"])["model_config"]
+    assert (config["attention"], config["dcn"]) == ("mam", True)
+    assert read_checkpoint(document["checkpoints"]["R18"]["washer"])["model_config"]["attention"] == "none"
+    assert (tmp_path / "table7.csv").read_text().startswith("row,attention,dcn,k")
+    with pytest.raises(ValueError, match="unknown attention"):
+        table7(_config(root, tmp_path), progress=False, variants={"bad": ("cbam", False)})
