@@ -35,18 +35,24 @@ figures: $(STAMP)
 clean:
 	rm -rf runs figures/.cache .pytest_cache
 
-# Real-data results quoted in README (CPU, hours; resumable). Data: ../shared/data (see README "Data").
+# Real-data results quoted in README (CPU: about 2-3 hours on 2 cores; every command resumes).
+# Data: ../shared/data (see README "Data"). Tables: python -m fsad report figures/results/<backbone>.
 SHARED ?= ../shared/data
 RES := figures/results
 EVAL := $(PY) -m fsad evaluate --quiet --resume
+BACKBONES := "mobilenet_v2 --weights imagenet" "resnet18 --weights random"
 real-results: $(STAMP)
-	for bb in "mobilenet_v2 --weights imagenet" "resnet18 --weights random"; do \
-	  set -- $$bb; tag=$$1; \
-	  for aug in "none --no-augment" "A"; do \
-	    set -- $$aug; row=$$1; shift; \
-	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories bottle --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$row-bottle.json || exit 1; \
-	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mpdd_subset --dataset mpdd --categories metal_plate --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$row-metal_plate.json || exit 1; \
-	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories capsule --k 2 --runs 10 --out $(RES)/$$tag/$$row-capsule.json || exit 1; \
-	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_256 --dataset mvtec --categories screw --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$row-screw.json || exit 1; \
-	  done; \
-	done
+	for bb in $(BACKBONES); do set -- $$bb; tag=$$1; \
+	  for row in "none --no-augment" "A" "patchcore --method patchcore"; do set -- $$row; name=$$1; shift; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories bottle --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$name-bottle.json || exit 1; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mpdd_subset --dataset mpdd --categories metal_plate --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$name-metal_plate.json || exit 1; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories capsule --k 2 --runs 10 --out $(RES)/$$tag/$$name-capsule.json || exit 1; \
+	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_256 --dataset mvtec --categories screw --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$name-screw.json || exit 1; \
+	  done; done
+	$(PY) -m data_tools combine $(SHARED)/mvtec_ad_subset $(SHARED)/mvtec_ad_256 --out runs/mvtec_real --dataset mvtec
+	$(PY) -m fsad ablation table5 --data-root runs/mvtec_real --dataset mvtec --categories bottle screw --k 2 4 8 \
+	  --runs 5 --epochs 5 --image-size 128 --backbone mobilenet_v2 --weights imagenet \
+	  --out $(RES)/table5_mvtec_mobilenet_128 --resume --quiet
+	$(PY) -m fsad ablation table5 --data-root runs/mvtec_real --dataset mvtec --categories bottle --k 2 4 8 \
+	  --runs 3 --epochs 3 --image-size 128 --backbone mobilenet_v2 --weights imagenet --train-backbone \
+	  --out $(RES)/table5_mvtec_mobilenet_128_trainbackbone --resume --quiet
