@@ -651,16 +651,17 @@ def markdown_report(cells: Sequence[dict[str, Any]], metrics: Sequence[str] = ("
         table = method_comparison_table(chosen, metrics=metrics, dataset=dataset)
         present = list(dict.fromkeys(c["method"] for c in chosen))
         order = [m for m in (methods or present) if m in present]
-        runs = {}
+        runs: dict[tuple, dict[str, set]] = {}
         for c in chosen:
-            runs.setdefault((c["category"], int(c["k"])), set()).add(c["run"])
+            runs.setdefault((c["category"], int(c["k"])), {}).setdefault(c["method"], set()).add(c["run"])
         header = ["category", "k", "runs"] + order + ["paper RegAD (image)"]
         lines = [f"**{dataset} · {backbone}** — cells: {' / '.join(m.replace('_auroc', ' AUROC') for m in metrics)} (%)",
                  "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
         for row in table:
             if row["category"] == "macro_average" and not macro:
                 continue  # a macro average over a few available categories invites a false comparison
-            n_runs = len(runs.get((row["category"], row["k"]), ())) if row["category"] != "macro_average" else ""
+            counts = sorted({len(r) for r in runs.get((row["category"], row["k"]), {}).values()})
+            n_runs = "" if not counts else (str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
             values = [_cell_text([row.get(f"{m}_{metric}") for metric in metrics]) for m in order]
             lines.append(f"| {row['category']} | {row['k']} | {n_runs} | " + " | ".join(values) +
                          f" | {_cell_text([row.get('paper_regad_image_auroc')])} |")
