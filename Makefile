@@ -20,8 +20,7 @@ $(STAMP): pyproject.toml constraints.txt
 
 # Every notebook in smoke mode as a papermill batch (about 4 minutes on 2 cores); outputs under runs/smoke/.
 demo: $(STAMP)
-	$(PY) -m fsad batch notebooks/grids/smoke.yaml
-	@echo "demo: executed notebooks, figures and results are under runs/smoke/ (summary: runs/smoke/results.csv)"
+	$(PY) -m fsad demo
 
 # pytest exits 5 when it collects no tests; that must fail too, not pass quietly.
 test: $(STAMP)

@@ -81,9 +81,10 @@ def build_parser() -> argparse.ArgumentParser:
     report.add_argument("--macro", action="store_true", help="add macro-average rows (for whole datasets)")
     report.set_defaults(func=cmd_report)
 
-    demo = commands.add_parser("demo", help="the main job on the embedded synthetic dataset")
-    demo.add_argument("--out", default=str(REPO_ROOT / "runs" / "demo"))
+    demo = commands.add_parser("demo", help="every notebook in smoke mode on the embedded synthetic set (make demo)")
+    demo.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="outputs go to RUNS_DIR/smoke/")
     demo.add_argument("--device", default="auto")
+    demo.add_argument("--resume", action="store_true", help="skip notebooks that already ran")
     demo.set_defaults(func=cmd_demo)
     return parser
 
@@ -125,21 +126,16 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    """Generate the synthetic set if missing, evaluate one category few-shot, print where results are."""
-    from data_tools.synthetic import ensure_synthetic_dataset
-    from fsad.evaluate import EvaluationConfig, print_summary, run_evaluation
-    from fsad.weights import default_backbone
+    """Every notebook in smoke mode on the synthetic set (generated if missing), as a papermill batch."""
+    from fsad.runner import format_statuses, run_batch
 
-    root = ensure_synthetic_dataset()
-    backbone = default_backbone()
-    print(f"demo: synthetic data at {root}; backbone {backbone} with ImageNet weights")
-    out = Path(args.out)
-    config = EvaluationConfig(data_root=str(root), dataset="synthetic", categories=["washer"], ks=[2, 4],
-                              runs=2, out=str(out / "evaluation.json"), backbone=backbone, weights="imagenet",
-                              stn_mode=None, image_size=128, device=args.device)
-    print_summary(run_evaluation(config))
-    print(f"demo: results in {out}/evaluation.json and {out}/evaluation.csv")
-    return 0
+    overrides = {"device": args.device} if args.device != "auto" else None
+    statuses, csv_path = run_batch(REPO_ROOT / "notebooks" / "grids" / "smoke.yaml", args.runs_dir,
+                                   resume=args.resume, overrides=overrides)
+    print(format_statuses(statuses))
+    print(f"demo: executed notebooks, figures and results are under {Path(args.runs_dir) / 'smoke'} "
+          f"(summary: {csv_path})")
+    return 1 if any(s["status"] == "failed" for s in statuses) else 0
 
 
 def main(argv: Sequence[str] | None = None) -> int:
