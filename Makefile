@@ -55,3 +55,6 @@ real-results: $(STAMP)
 	$(PY) -m fsad ablation table5 --data-root runs/mvtec_real --dataset mvtec --categories bottle --k 2 4 8 \
 	  --runs 3 --epochs 3 --image-size 128 --backbone mobilenet_v2 --weights imagenet --train-backbone \
 	  --out $(RES)/table5_mvtec_mobilenet_128_trainbackbone --resume --quiet
+	$(PY) -m fsad ablation table7 --data-root runs/mvtec_real --dataset mvtec --categories bottle --k 2 4 8 \
+	  --runs 2 --epochs 2 --image-size 128 --backbone mobilenet_v2 --weights imagenet \
+	  --out $(RES)/table7_mvtec_mobilenet_128 --resume --quiet
