@@ -30,7 +30,7 @@ import numpy as np
 import torch
 
 from fsad import paper
-from fsad.results import RESULTS_FORMAT
+from fsad.results import RESULTS_FORMAT, mean_std
 from fsad.utils import atomic_write_json, atomic_write_text
 
 ABLATION_FORMAT = "fsad-ablation-v1"
@@ -201,10 +201,9 @@ def _pct(value: float | None) -> float | None:
 
 
 def _mean_std(values: Sequence[float | None]) -> tuple[float | None, float | None]:
-    finite = [float(v) for v in values if v is not None and not math.isnan(float(v))]
-    if not finite:
-        return None, None
-    return float(np.mean(finite)), float(np.std(finite))
+    """:func:`fsad.results.mean_std` with None (not NaN) for "no value", as the tables print it."""
+    mean, std = mean_std(values)
+    return _none_nan(mean), _none_nan(std)
 
 
 def _paper_dataset(dataset: str | None, paper_dataset: str | None) -> str | None:

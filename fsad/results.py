@@ -48,9 +48,6 @@ class ResultsFile:
                     "Use another --out, or drop --resume to overwrite it."
                 )
             self.cells = list(previous.get("cells", []))
-        elif self.path.exists() and not resume:
-            # Overwriting is explicit: a fresh run starts from an empty file.
-            pass
 
     def done(self) -> set[tuple]:
         return {cell_id(cell) for cell in self.cells}
@@ -68,7 +65,8 @@ class ResultsFile:
         atomic_write_text(self.path.with_suffix(".csv"), summary_csv(summarise(self.cells)))
 
 
-def _mean_std(values: Sequence[float]) -> tuple[float, float]:
+def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
+    """Mean and population std of the finite values (None/NaN skipped); NaN, NaN when none are left."""
     finite = [v for v in values if v is not None and not (isinstance(v, float) and math.isnan(v))]
     if not finite:
         return float("nan"), float("nan")
@@ -85,14 +83,14 @@ def summarise(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     for (method, category, k), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
         row: dict[str, Any] = {"method": method, "category": category, "k": k, "runs": len(members)}
         for key in METRIC_KEYS + TIMING_KEYS:
-            row[f"{key}_mean"], row[f"{key}_std"] = _mean_std([m.get(key) for m in members])
+            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m.get(key) for m in members])
         rows.append(row)
     macro = []
     for method, k in sorted({(r["method"], r["k"]) for r in rows}):
         members = [r for r in rows if r["method"] == method and r["k"] == k]
         row = {"method": method, "category": "macro_average", "k": k, "runs": sum(r["runs"] for r in members)}
         for key in METRIC_KEYS + TIMING_KEYS:
-            row[f"{key}_mean"], _ = _mean_std([r[f"{key}_mean"] for r in members])
+            row[f"{key}_mean"], _ = mean_std([r[f"{key}_mean"] for r in members])
             row[f"{key}_std"] = float("nan")
         macro.append(row)
     return rows + macro
