@@ -42,7 +42,8 @@ EVAL := $(PY) -m fsad evaluate --quiet --resume
 BACKBONES := "mobilenet_v2 --weights imagenet" "resnet18 --weights random"
 real-results: $(STAMP)
 	for bb in $(BACKBONES); do set -- $$bb; tag=$$1; \
-	  for row in "none --no-augment" "A" "patchcore --method patchcore"; do set -- $$row; name=$$1; shift; \
+	  for row in "none --no-augment" "A" "patchcore --method patchcore" "patchcore_aug --method patchcore --augment all"; do \
+	    set -- $$row; name=$$1; shift; \
 	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories bottle --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$name-bottle.json || exit 1; \
 	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mpdd_subset --dataset mpdd --categories metal_plate --k 2 4 8 --runs 10 --out $(RES)/$$tag/$$name-metal_plate.json || exit 1; \
 	    $(EVAL) --backbone $$bb $$* --data-root $(SHARED)/mvtec_ad_subset --dataset mvtec --categories capsule --k 2 --runs 10 --out $(RES)/$$tag/$$name-capsule.json || exit 1; \
@@ -52,6 +53,9 @@ real-results: $(STAMP)
 	$(PY) -m fsad ablation table5 --data-root runs/mvtec_real --dataset mvtec --categories bottle screw --k 2 4 8 \
 	  --runs 5 --epochs 5 --image-size 128 --backbone mobilenet_v2 --weights imagenet \
 	  --out $(RES)/table5_mvtec_mobilenet_128 --resume --quiet
+	$(PY) -m fsad ablation table5 --data-root runs/mvtec_real --dataset mvtec --categories bottle screw --k 2 4 8 \
+	  --runs 5 --epochs 5 --image-size 128 --backbone resnet18 --weights random \
+	  --out $(RES)/table5_mvtec_resnet18random_128 --resume --quiet
 	$(PY) -m fsad ablation table5 --data-root runs/mvtec_real --dataset mvtec --categories bottle --k 2 4 8 \
 	  --runs 3 --epochs 3 --image-size 128 --backbone mobilenet_v2 --weights imagenet --train-backbone \
 	  --out $(RES)/table5_mvtec_mobilenet_128_trainbackbone --resume --quiet

@@ -147,18 +147,58 @@ def load_ablation(source: str | Path, table: str | None = None) -> dict[str, Any
     return document
 
 
+# Table columns that evaluate_methods / method_config accept: the methods of fsad.methods.METHODS plus
+# "patchcore_aug", PatchCore-k whose bank also holds the augmented views (the CLI's --augment for patchcore).
+AUGMENTED_PATCHCORE = "patchcore_aug"
+
+
+def method_config(base: Any, column: str, category: str, out_dir: str | Path | None = None,
+                  checkpoint_dir: str | Path | None = None, resume: bool = False) -> Any:
+    """The :class:`fsad.evaluate.EvaluationConfig` of one table column for one category.
+
+    ``regad``/``padim`` use ``base.augment_families``; ``patchcore`` has no augmentation (the CLI's default);
+    ``patchcore_aug`` is PatchCore-k with ``base.augment_families`` in its bank. With ``checkpoint_dir``,
+    ``regad`` uses ``<checkpoint_dir>/<category>/last.pt``. Results go to ``<out_dir>/<column>/<category>.json``.
+
+    Raises:
+        ValueError: unknown column (names the valid ones).
+        FileNotFoundError: a category's checkpoint is missing (names the path and the command to make it).
+    """
+    from fsad.methods import METHODS
+
+    columns = (*METHODS, AUGMENTED_PATCHCORE)
+    if column not in columns:
+        raise ValueError(f"Unknown method {column!r}; choose from {', '.join(columns)}.")
+    method = "patchcore" if column == AUGMENTED_PATCHCORE else column
+    families = [] if column == "patchcore" else list(base.augment_families)
+    if column == AUGMENTED_PATCHCORE and not families:
+        raise ValueError("patchcore_aug needs augmentation families (augment_families is empty); "
+                         "use 'patchcore' for the bank of the k supports alone.")
+    checkpoint = None
+    if checkpoint_dir is not None and method == "regad":
+        checkpoint = Path(checkpoint_dir) / category / "last.pt"
+        if not checkpoint.is_file():
+            raise FileNotFoundError(f"No checkpoint {checkpoint} for {category}. Train it with `python -m fsad "
+                                    f"train --data-root ... --target {category} --out {checkpoint.parent}`, "
+                                    "or set checkpoint_dir = None for the training-free RegAD.")
+    out = str(Path(out_dir) / column / f"{category}.json") if out_dir is not None else base.out
+    return replace(base, method=method, categories=[category], checkpoint=str(checkpoint) if checkpoint else None,
+                   augment_families=families, out=out, resume=resume)
+
+
 def evaluate_methods(base: Any, methods: Sequence[str], out_dir: str | Path, checkpoint_dir: str | Path | None = None,
                      progress: bool = True, resume: bool = False) -> list[dict[str, Any]]:
     """Run :func:`fsad.evaluate.run_evaluation` for each method (and category) on the same supports.
 
     One results file per (method, category): ``<out_dir>/<method>/<category>.json`` (resumed when present).
-    With ``checkpoint_dir``, RegAD uses ``<checkpoint_dir>/<category>/last.pt`` for each category (the model
-    trained leaving that category out, e.g. ``python -m fsad train --target <category> --out DIR/<category>``).
-    PatchCore's bank is not augmented (as the CLI's default); RegAD/PaDiM use ``base.augment_families``.
+    Each column's options are :func:`method_config`'s: with ``checkpoint_dir``, RegAD uses
+    ``<checkpoint_dir>/<category>/last.pt`` (the model trained leaving that category out, e.g.
+    ``python -m fsad train --target <category> --out DIR/<category>``); ``patchcore`` is not augmented (as the
+    CLI's default), ``patchcore_aug`` and RegAD/PaDiM use ``base.augment_families``.
 
     Args:
         base: an :class:`fsad.evaluate.EvaluationConfig` with data, categories, ks, runs and model options.
-        methods: subset of :data:`fsad.methods.METHODS`.
+        methods: columns, each in :data:`fsad.methods.METHODS` or ``"patchcore_aug"``.
         out_dir: folder for the results files.
         checkpoint_dir: folder of per-category checkpoints, or None for the training-free RegAD ('A' row).
         resume: keep the finished cells of existing results files (same options) and compute only the rest.
@@ -167,30 +207,16 @@ def evaluate_methods(base: Any, methods: Sequence[str], out_dir: str | Path, che
         every cell, as :func:`load_cells` gives them.
 
     Raises:
+        ValueError: an unknown method.
         FileNotFoundError: a category's checkpoint is missing (names the path and the command to make it).
     """
     from fsad.evaluate import run_evaluation
-    from fsad.methods import METHODS
 
-    unknown = [m for m in methods if m not in METHODS]
-    if unknown:
-        raise ValueError(f"Unknown methods {unknown}; choose from {', '.join(METHODS)}.")
-    paths = []
-    for method in methods:
-        for category in base.categories:
-            checkpoint = None
-            if checkpoint_dir is not None and method == "regad":
-                checkpoint = Path(checkpoint_dir) / category / "last.pt"
-                if not checkpoint.is_file():
-                    raise FileNotFoundError(f"No checkpoint {checkpoint} for {category}. Train it with `python -m fsad "
-                                            f"train --data-root ... --target {category} --out {checkpoint.parent}`, "
-                                            "or set checkpoint_dir = None for the training-free RegAD.")
-            config = replace(base, method=method, categories=[category], checkpoint=str(checkpoint) if checkpoint else None,
-                             augment_families=[] if method == "patchcore" else list(base.augment_families),
-                             stn_mode=base.stn_mode, out=str(Path(out_dir) / method / f"{category}.json"), resume=resume)
-            run_evaluation(config, progress=progress)
-            paths.append(config.out)
-    return load_cells(paths)
+    configs = [method_config(base, method, category, out_dir, checkpoint_dir, resume)
+               for method in methods for category in base.categories]  # all checked before any runs
+    for config in configs:
+        run_evaluation(config, progress=progress)
+    return load_cells([config.out for config in configs])
 
 
 # --------------------------------------------------------------------------- per-category tables

@@ -198,3 +198,36 @@ def test_markdown_report_puts_methods_side_by_side_with_the_paper():
     assert "| category | k | runs | regad | patchcore | paper RegAD (image) |" in text
     assert "| bottle | 2 | 2 | 95.0 / 90.0 / — | 80.0 / 90.0 / — | 99.4 |" in text
     assert "macro_average" not in text and "macro_average" in markdown_report(cells, macro=True)
+
+
+def test_method_config_columns_set_method_augmentation_checkpoint_and_out(tmp_path: Path) -> None:
+    from fsad.evaluate import EvaluationConfig
+
+    base = EvaluationConfig(data_root="root", dataset="mvtec", categories=["bottle", "screw"], ks=[2], runs=1,
+                            out=str(tmp_path / "base.json"), augment_families=["flip", "rot90"])
+    regad = figures.method_config(base, "regad", "bottle", tmp_path)
+    assert (regad.method, regad.augment_families, regad.checkpoint) == ("regad", ["flip", "rot90"], None)
+    assert regad.categories == ["bottle"] and regad.out == str(tmp_path / "regad" / "bottle.json")
+    plain = figures.method_config(base, "patchcore", "screw", tmp_path)
+    assert (plain.method, plain.augment_families) == ("patchcore", [])
+    augmented = figures.method_config(base, "patchcore_aug", "screw", tmp_path, resume=True)
+    assert (augmented.method, augmented.augment_families, augmented.resume) == ("patchcore", ["flip", "rot90"], True)
+    assert augmented.out == str(tmp_path / "patchcore_aug" / "screw.json")
+    # the two PatchCore columns are told apart by the label load_cells gives them
+    assert figures.method_label({"augment_families": augmented.augment_families}, "patchcore") == "patchcore_aug"
+    assert figures.method_label({"augment_families": plain.augment_families}, "patchcore") == "patchcore"
+    assert figures.method_config(base, "padim", "bottle").out == base.out  # no out_dir: the base's file
+
+    with pytest.raises(ValueError, match="choose from regad, padim, patchcore, patchcore_aug"):
+        figures.method_config(base, "patchcore-aug", "bottle", tmp_path)
+    from dataclasses import replace
+    with pytest.raises(ValueError, match="needs augmentation families"):
+        figures.method_config(replace(base, augment_families=[]), "patchcore_aug", "bottle", tmp_path)
+    with pytest.raises(FileNotFoundError, match=r"bottle.*--target bottle"):
+        figures.method_config(base, "regad", "bottle", tmp_path, checkpoint_dir=tmp_path / "ckpts")
+    (tmp_path / "ckpts" / "bottle").mkdir(parents=True)
+    (tmp_path / "ckpts" / "bottle" / "last.pt").write_bytes(b"")
+    trained = figures.method_config(base, "regad", "bottle", tmp_path, checkpoint_dir=tmp_path / "ckpts")
+    assert trained.checkpoint == str(tmp_path / "ckpts" / "bottle" / "last.pt")
+    # only RegAD takes the checkpoint
+    assert figures.method_config(base, "padim", "bottle", tmp_path, checkpoint_dir=tmp_path / "ckpts").checkpoint is None
