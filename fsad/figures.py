@@ -39,6 +39,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SHARED_DATA_ENV = "FSAD_SHARED_DATA"
 # t-SNE perplexity (scikit-learn's default, 30) is capped at (n - 1) / 3 so small smoke sets still run.
 TSNE_PERPLEXITY = 30.0
+# The label of PatchCore-k whose bank also holds the augmented views: the column name method_config accepts and
+# the label method_label gives such results, so the two cannot drift apart.
+AUGMENTED_PATCHCORE = "patchcore_aug"
 
 
 # --------------------------------------------------------------------------- loading results
@@ -121,7 +124,7 @@ def method_label(config: dict[str, Any], method: str) -> str:
     if method == "regad" and config.get("checkpoint"):
         method = "regad_trained"
     if method == "patchcore":
-        return "patchcore_aug" if augmented else method
+        return AUGMENTED_PATCHCORE if augmented else method
     return method if augmented else f"{method}_noaug"
 
 
@@ -145,11 +148,6 @@ def load_ablation(source: str | Path, table: str | None = None) -> dict[str, Any
     if document.get("format") != ABLATION_FORMAT:
         raise ValueError(f"{path} is not an ablation document ({ABLATION_FORMAT}).")
     return document
-
-
-# Table columns that evaluate_methods / method_config accept: the methods of fsad.methods.METHODS plus
-# "patchcore_aug", PatchCore-k whose bank also holds the augmented views (the CLI's --augment for patchcore).
-AUGMENTED_PATCHCORE = "patchcore_aug"
 
 
 def method_config(base: Any, column: str, category: str, out_dir: str | Path | None = None,
