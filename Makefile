@@ -6,14 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test figures venv clean real-results
+.PHONY: demo test lint figures venv clean real-results
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[dev]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab,dev,bench]"
 	# Register the venv's kernel under a fixed name so JupyterLab and papermill run notebooks in it.
 	$(PY) -m ipykernel install --sys-prefix --name fsad-kit --display-name "Python (fsad-kit)" >/dev/null
 	touch $(STAMP)
@@ -26,6 +26,12 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(PY) -m pytest $(PYTEST_ARGS); rc=$$?; \
 	if [ $$rc -eq 5 ]; then echo "make test: pytest collected no tests" >&2; exit 1; fi; exit $$rc
+
+# What CI checks besides the tests (pre-commit runs the same tools on each commit: `pre-commit install`).
+# Notebooks without outputs are checked by tests/test_notebooks.py.
+lint: $(STAMP)
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/ruff format --check .
 
 # Rebuild figures/*.png and figures/tables/*.csv through notebook 08 (see notebooks/grids/figures.yaml).
 figures: $(STAMP)

@@ -30,8 +30,8 @@ ROTATION_ANGLES: tuple[float, ...] = (
 )
 # Diagonal translations, in the authors' order (RegAD test.py), in the units of
 # ``F.affine_grid`` (the image spans [-1, 1], i.e. 2 units). So the authors' offsets 0.2 and
-# 0.1 move the content by 0.1 and 0.05 of the image side. (DESIGN.md's "±0.1 and ±0.2 of the
-# side" reads the grid offsets as side fractions; we reproduce the code, not that reading.)
+# 0.1 move the content by 0.1 and 0.05 of the image side. (Reading them as "±0.1 and ±0.2 of the
+# side" takes the grid offsets for side fractions; we reproduce the code, see docs/design.md.)
 TRANSLATION_OFFSETS: tuple[tuple[float, float], ...] = (
     (0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2),
     (0.1, 0.1), (-0.1, 0.1), (-0.1, -0.1), (0.1, -0.1),

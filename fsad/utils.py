@@ -104,13 +104,37 @@ def _json_default(value: Any) -> Any:
     raise TypeError(f"Object of type {type(value).__name__} is not JSON serialisable")
 
 
+def git_commit() -> str | None:
+    """The source checkout's commit (with ``+dirty`` for uncommitted changes), or None for an installed wheel.
+
+    Results record it beside the kit version, so a number can be traced to the exact code that made it.
+    """
+    import subprocess
+
+    root = Path(__file__).resolve().parents[1]
+    if not (root / ".git").exists():
+        return None
+    try:
+        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
+                                check=True, timeout=10).stdout.strip()
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+    except (OSError, subprocess.SubprocessError):  # no git binary, or not a repository after all
+        return None
+    return commit + ("+dirty" if dirty else "")
+
+
 def environment_info(device: torch.device | None = None) -> dict[str, Any]:
     """Versions and hardware that a results file records, so every number says how it was made."""
     import scipy
     import sklearn
     import torchvision
 
+    import fsad
+
     info: dict[str, Any] = {
+        "fsad_kit": fsad.__version__,
+        "git_commit": git_commit(),
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,

@@ -11,7 +11,7 @@ Two ImageNet backbones are supported:
 * ``mobilenet_v2`` — the offline alternative. The kit ships the ONNX Model Zoo's int8
   MobileNetV2 (``fsad/assets/mobilenetv2-12-int8.onnx``, Apache-2.0, SHA-256 checked). It is
   dequantised once into a float torchvision ``mobilenet_v2()`` state dict (recipe in
-  ``shared/weights/PROVENANCE.md`` and :func:`convert_mobilenet_v2_onnx`) and cached in
+  ``fsad/assets/README.md`` and :func:`convert_mobilenet_v2_onnx`) and cached in
   torchvision's checkpoint directory keyed by the ONNX SHA-256, so later loads are a plain
   ``torch.load``. ``onnxruntime`` is not needed at run time (only the ``onnx`` reader).
 
@@ -78,7 +78,7 @@ RESNET18_FILENAMES = ("resnet18-f37072fd.pth", "resnet18-5c106cde.pth")
 _HASH_SUFFIX = re.compile(r"-([0-9a-f]{8,64})\.[A-Za-z0-9]+$")
 
 # ONNX Model Zoo, validated/vision/classification/mobilenet/model/mobilenetv2-12-int8.onnx
-# (Git LFS oid and size; see fsad/assets/README.md and shared/weights/PROVENANCE.md).
+# (Git LFS oid and size; see fsad/assets/README.md).
 MOBILENET_V2_ONNX_SHA256 = "cc028fe6cae7bc11a4ff53cfc9b79c920e8be65ce33a904ec3e2a8f66d77f95f"
 MOBILENET_V2_ONNX_SIZE = 3_655_033
 MOBILENET_V2_ONNX_NAME = "mobilenetv2-12-int8.onnx"

@@ -25,21 +25,27 @@ def constraints() -> dict[str, str]:
     return pins
 
 
-def test_environment_yml_has_exactly_the_constraint_pins():
+def test_environment_yml_has_exactly_the_constraint_pins_of_the_course_install():
     env = yaml.safe_load((ROOT / "environment.yml").read_text())
     assert "python=3.11" in env["dependencies"]
     pip_section = next(d["pip"] for d in env["dependencies"] if isinstance(d, dict) and "pip" in d)
     env_pins = {}
+    assert "-e .[lab]" in pip_section, "environment.yml must install the kit itself (with JupyterLab)"
     for requirement in pip_section:
+        if requirement.startswith("-"):
+            continue
         name, version = requirement.split("==")
         env_pins[_name(name)] = version.strip()
-    assert env_pins == constraints()
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    course = {_name(r) for r in project["dependencies"] + project["optional-dependencies"]["lab"]}
+    assert env_pins == {name: pin for name, pin in constraints().items() if name in course}
 
 
 def test_every_direct_dependency_is_pinned():
     project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
     direct = {_name(r) for r in project["dependencies"]}
-    direct |= {_name(r) for r in project["optional-dependencies"]["dev"]}
+    for extra in project["optional-dependencies"].values():
+        direct |= {_name(r) for r in extra}
     pins = constraints()
     assert direct - set(pins) == set(), "dependencies without a pin in constraints.txt"
     assert set(pins) - direct == set(), "pins for packages that pyproject does not depend on"
@@ -49,3 +55,32 @@ def test_every_direct_dependency_is_pinned():
 def test_ci_script_fails_on_no_tests():
     makefile = (ROOT / "Makefile").read_text()
     assert "-eq 5" in makefile and (ROOT / ".ci" / "run").stat().st_mode & 0o111
+
+
+def test_metadata_lets_courses_install_it():
+    """Ranges, not pins, for torch/torchvision; no Python upper cap; one version source; extras for the rest."""
+    import fsad
+
+    project = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"]
+    assert project["requires-python"] == ">=3.11.4"
+    deps = {_name(r): r for r in project["dependencies"]}
+    for name in ("torch", "torchvision"):
+        assert "==" not in deps[name] and ">=" in deps[name], deps[name]
+    assert "jupyterlab" not in deps and "threadpoolctl" not in deps and "pytest" not in deps
+    assert {"lab", "dev", "bench"} <= set(project["optional-dependencies"])
+    assert project["dynamic"] == ["version"] and fsad.__version__ in (ROOT / "CHANGELOG.md").read_text()
+    for name in ("LICENSE", "CITATION.cff", "CONTRIBUTING.md", "CHANGELOG.md", "docs/design.md"):
+        assert (ROOT / name).is_file(), f"{name} missing"
+    assert (ROOT / "fsad" / "assets" / "LICENSE-mobilenetv2-onnx.txt").read_text().count("Apache License") >= 1
+
+
+def test_results_record_kit_version_and_commit():
+    import fsad
+    from fsad.utils import environment_info, git_commit
+
+    info = environment_info()
+    assert info["fsad_kit"] == fsad.__version__
+    commit = git_commit()
+    if (ROOT / ".git").exists():
+        assert commit is not None and re.fullmatch(r"[0-9a-f]{40}(\+dirty)?", commit), commit
+    assert info["git_commit"] == commit
