@@ -21,7 +21,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import ipywidgets as widgets
+try:
+    import ipywidgets as widgets
+except ImportError as error:  # the widgets are in the `lab` extra, not the core install
+    raise ImportError("fsad.widgets needs ipywidgets: pip install 'fsad-kit[lab]' (JupyterLab and the widgets).") from error
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
