@@ -14,9 +14,9 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that builds a model (evaluate, train, ablations)."""
     from fsad.models.stn import STN_MODES
-    from fsad.weights import BACKBONES
+    from fsad.models.backbone import backbone_names
 
-    parser.add_argument("--backbone", choices=BACKBONES, default="resnet18",
+    parser.add_argument("--backbone", choices=backbone_names(), default="resnet18",
                         help="feature extractor; resnet18 is the paper's, mobilenet_v2 ships offline ImageNet weights")
     parser.add_argument("--weights", default="imagenet",
                         help="imagenet (torchvision's file / the shipped ONNX), random (explicit), or a state-dict PATH")

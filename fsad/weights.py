@@ -34,17 +34,18 @@ import time
 import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 import torchvision
 from torch import nn
 
+from fsad.models.backbone import backbone_spec
 from fsad.utils import atomic_torch_save, sha256_file
 
 __all__ = [
-    "BACKBONES",
+    "IMAGENET_SOURCES",
     "FSAD_WEIGHTS_ENV",
     "MOBILENET_V2_ONNX_SHA256",
     "MOBILENET_V2_ONNX_SIZE",
@@ -65,7 +66,6 @@ __all__ = [
     "shipped_mobilenet_v2_onnx",
 ]
 
-BACKBONES = ("resnet18", "mobilenet_v2")
 WEIGHT_CHOICES = ("imagenet", "random", "<path to a torchvision state dict>")
 FSAD_WEIGHTS_ENV = "FSAD_WEIGHTS"
 
@@ -96,7 +96,7 @@ class WeightsInfo:
     """What a run used as backbone weights (recorded in every results file).
 
     Attributes:
-        backbone: one of :data:`BACKBONES`.
+        backbone: a name in :data:`fsad.models.backbone.BACKBONE_TABLE`.
         kind: ``"imagenet"`` (verified ImageNet file), ``"random"`` (torchvision's init with
             ``seed``) or ``"file"`` (a user state dict the kit cannot verify as ImageNet).
         path: the file that was read, or None.
@@ -135,13 +135,11 @@ def mobilenet_v2_cache_path(onnx_sha256: str = MOBILENET_V2_ONNX_SHA256) -> Path
 
 
 def _build(backbone: str) -> nn.Module:
-    _check_backbone(backbone)
-    return getattr(torchvision.models, backbone)(weights=None)
+    return backbone_spec(backbone).build()
 
 
 def _check_backbone(backbone: str) -> None:
-    if backbone not in BACKBONES:
-        raise ValueError(f"Unknown backbone {backbone!r}: expected one of {', '.join(BACKBONES)}.")
+    backbone_spec(backbone)  # raises ValueError naming the valid backbones
 
 
 # --------------------------------------------------------------------------------------------
@@ -615,9 +613,12 @@ def load_backbone_weights(
         if weights.lower() == "random":
             return None, WeightsInfo(backbone, "random", None, None, int(seed),
                                      f"random torchvision initialisation of {backbone} with seed {seed}")
-        if backbone == "resnet18":
-            return resnet18_imagenet_state_dict()
-        return mobilenet_v2_imagenet_state_dict()
+        if backbone not in IMAGENET_SOURCES:
+            raise WeightsError(
+                f"--weights imagenet: the kit knows no ImageNet weights source for backbone {backbone!r} (it has "
+                f"one for {', '.join(IMAGENET_SOURCES)}). Pass --weights PATH (a torchvision state dict for it) or "
+                "--weights random (an explicitly random backbone).")
+        return IMAGENET_SOURCES[backbone]()
     path = Path(weights).expanduser()
     if not path.is_file():
         raise WeightsError(f"--weights {str(weights)!r} is neither one of {', '.join(WEIGHT_CHOICES)} "
@@ -628,3 +629,11 @@ def load_backbone_weights(
     state_dict = _validate_state_dict(_torch_load(path), backbone, f"Weights file {path}")
     return state_dict, WeightsInfo(backbone, "file", str(path), digest, None,
                                    f"user-supplied {backbone} state dict (not verified as ImageNet)")
+
+
+# How ``--weights imagenet`` is obtained, per backbone: one row per backbone with a genuine ImageNet source. A
+# backbone without a row refuses ``imagenet`` with a clear message instead of borrowing another's weights.
+IMAGENET_SOURCES: dict[str, Callable[[], tuple[dict[str, torch.Tensor], WeightsInfo]]] = {
+    "resnet18": resnet18_imagenet_state_dict,
+    "mobilenet_v2": mobilenet_v2_imagenet_state_dict,
+}

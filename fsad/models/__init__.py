@@ -4,7 +4,15 @@
 """
 from __future__ import annotations
 
-from fsad.models.backbone import BACKBONES, STAGE_CHANNELS, STAGE_STRIDES, FeatureExtractor
+from fsad.models.backbone import (
+    BACKBONE_TABLE,
+    STAGE_CHANNELS,
+    STAGE_STRIDES,
+    BackboneSpec,
+    FeatureExtractor,
+    backbone_names,
+    register_backbone,
+)
 from fsad.models.regad import ATTENTION_KINDS, RegADModel, RegADOutput
 from fsad.models.siamese import SiameseEncoder, SiamesePredictor, negative_cosine, registration_loss
 from fsad.models.stn import (
@@ -20,7 +28,7 @@ from fsad.models.stn import (
 )
 
 __all__ = [
-    "ATTENTION_KINDS", "BACKBONES", "IDENTITY_PARAMS", "MODE_PARAMS", "STAGE_CHANNELS", "STAGE_STRIDES", "STN_MODES",
+    "ATTENTION_KINDS", "BACKBONE_TABLE", "BackboneSpec", "backbone_names", "register_backbone", "IDENTITY_PARAMS", "MODE_PARAMS", "STAGE_CHANNELS", "STAGE_STRIDES", "STN_MODES",
     "FeatureExtractor", "RegADModel", "RegADOutput", "SiameseEncoder", "SiamesePredictor", "SpatialTransformer",
     "compose_theta", "invert_theta", "negative_cosine", "params_to_theta", "registration_loss", "theta_to_params",
     "warp",

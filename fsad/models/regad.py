@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fsad.models.backbone import BACKBONES, STAGE_CHANNELS, STAGE_STRIDES, FeatureExtractor
+from fsad.models.backbone import FeatureExtractor, backbone_spec
 from fsad.models.siamese import SiameseEncoder, SiamesePredictor, registration_loss
 from fsad.models.stn import DEFAULT_STN_MODE, STN_MODES, SpatialTransformer, compose_theta, invert_theta, \
     warp_if_needed
@@ -78,8 +78,7 @@ class RegADModel(nn.Module):
                  backbone_state_dict: Mapping[str, Tensor] | None = None, *, seed: int | None = None,
                  encoder_out_bn: bool = False, predictor_hidden: int | None = None) -> None:
         super().__init__()
-        if backbone not in BACKBONES:
-            raise ValueError(f"unknown backbone {backbone!r}; valid backbones: {', '.join(BACKBONES)}")
+        spec = backbone_spec(backbone)  # a clear error listing the valid backbones
         if (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < IMAGE_SIZE_MULTIPLE
                 or image_size % IMAGE_SIZE_MULTIPLE):
             raise ValueError(f"image_size must be an int multiple of {IMAGE_SIZE_MULTIPLE} and >= "
@@ -108,12 +107,12 @@ class RegADModel(nn.Module):
 
                 self.attention = build_attention(attention, 3)
             self.backbone = FeatureExtractor(backbone, backbone_state_dict)
-            channels = STAGE_CHANNELS[backbone]
+            channels = spec.channels
             if stn_mode is None:
                 self.stns = None
             else:
                 self.stns = nn.ModuleList(
-                    SpatialTransformer(c, image_size // s, stn_mode) for c, s in zip(channels, STAGE_STRIDES))
+                    SpatialTransformer(c, image_size // s, stn_mode) for c, s in zip(channels, spec.strides))
             self.encoder = SiameseEncoder(channels[-1], out_bn=encoder_out_bn, dcn=dcn)
             self.predictor = SiamesePredictor(channels[-1], hidden=predictor_hidden)
         self.channels: tuple[int, int, int] = channels
