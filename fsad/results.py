@@ -2,11 +2,13 @@
 
 The JSON is rewritten atomically after every finished cell, so a crashed or interrupted run
 resumes from the last cell it finished (``--resume``).
+
+Units: the JSON cells hold metrics as measured (fractions in [0, 1], as scikit-learn returns them); every CSV
+and table the kit writes gives AUROC, AUPRO and F1-max in % (as the papers do). :func:`load_results` turns
+any number of results files into one pandas DataFrame (one row per cell, metrics in %, config columns).
 """
 from __future__ import annotations
 
-import csv
-import io
 import json
 import math
 from pathlib import Path
@@ -18,6 +20,8 @@ from fsad.utils import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT = "fsad-results-v1"
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")
+# Metrics stored as fractions in the JSON and written in % in every CSV/table.
+PERCENT_KEYS = METRIC_KEYS
 TIMING_KEYS = ("adaptation_s", "inference_images_per_s")
 CELL_KEY = ("method", "category", "k", "run")
 
@@ -75,36 +79,47 @@ def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
 
 
 def summarise(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Mean ± std over runs per (method, category, k), then the macro average over categories per (method, k)."""
-    groups: dict[tuple, list[dict[str, Any]]] = {}
-    for cell in cells:
-        groups.setdefault((cell["method"], cell["category"], cell["k"]), []).append(cell)
-    rows = []
-    for (method, category, k), members in sorted(groups.items(), key=lambda kv: (kv[0][0], kv[0][2], kv[0][1])):
-        row: dict[str, Any] = {"method": method, "category": category, "k": k, "runs": len(members)}
-        for key in METRIC_KEYS + TIMING_KEYS:
-            row[f"{key}_mean"], row[f"{key}_std"] = mean_std([m.get(key) for m in members])
-        rows.append(row)
-    macro = []
-    for method, k in sorted({(r["method"], r["k"]) for r in rows}):
-        members = [r for r in rows if r["method"] == method and r["k"] == k]
-        row = {"method": method, "category": "macro_average", "k": k, "runs": sum(r["runs"] for r in members)}
-        for key in METRIC_KEYS + TIMING_KEYS:
-            row[f"{key}_mean"], _ = mean_std([r[f"{key}_mean"] for r in members])
-            row[f"{key}_std"] = float("nan")
-        macro.append(row)
-    return rows + macro
+    """Mean ± std over runs per (method, category, k), then the macro average over categories per (method, k).
+
+    Means and (population) stds skip missing values (None/NaN, e.g. pixel metrics of a mask-less category);
+    values keep the cells' unit (fractions). Rows are sorted by method, k, category; macro rows follow.
+    """
+    import pandas as pd
+
+    keys = list(METRIC_KEYS + TIMING_KEYS)
+    records = [{"method": c["method"], "category": c["category"], "k": c["k"],
+                **{key: c.get(key) for key in keys}} for c in cells]
+    if not records:
+        return []
+    frame = pd.DataFrame.from_records(records)
+    frame[keys] = frame[keys].apply(pd.to_numeric, errors="coerce")  # None -> NaN
+    grouped = frame.groupby(["method", "category", "k"], sort=False)
+    per_category = grouped[keys].agg(["mean", lambda v: v.std(ddof=0)])
+    per_category.columns = [f"{key}_{'mean' if stat == 'mean' else 'std'}" for key, stat in per_category.columns]
+    per_category.insert(0, "runs", grouped.size())
+    per_category = per_category.reset_index().sort_values(["method", "k", "category"], kind="stable")
+    macro = per_category.groupby(["method", "k"], sort=True).agg(
+        runs=("runs", "sum"), **{f"{key}_mean": (f"{key}_mean", "mean") for key in keys})
+    macro = macro.reset_index()
+    macro.insert(1, "category", "macro_average")
+    for key in keys:
+        macro[f"{key}_std"] = float("nan")
+    columns = ["method", "category", "k", "runs"] + [f"{key}_{stat}" for key in keys for stat in ("mean", "std")]
+    rows = pd.concat([per_category[columns], macro[columns]], ignore_index=True)
+    return [{key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
+            for row in rows.to_dict("records")]
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
+    """The summary as CSV, metrics in % (timings in their own units), empty cells for missing values."""
     if not rows:
         return ""
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=list(rows[0].keys()))
-    writer.writeheader()
-    for row in rows:
-        writer.writerow({k: (f"{v:.6g}" if isinstance(v, float) else v) for k, v in row.items()})
-    return buffer.getvalue()
+    import pandas as pd
+
+    frame = pd.DataFrame.from_records(rows)
+    percent = [c for c in frame.columns if c.rsplit("_", 1)[0] in PERCENT_KEYS]
+    frame[percent] = frame[percent].astype(float) * 100.0
+    return frame.to_csv(index=False, float_format="%.6g", lineterminator="\n")
 
 
 def format_table(rows: list[dict[str, Any]]) -> str:
@@ -126,3 +141,80 @@ def format_table(rows: list[dict[str, Any]]) -> str:
             f"{'—' if math.isnan(adapt) else f'{adapt:8.2f}':>8}  {'—' if math.isnan(speed) else f'{speed:7.1f}':>7}"
         )
     return "\n".join(lines)
+
+
+# Config keys copied into every row of load_results (those present in a file; others appear as NaN).
+CONFIG_COLUMNS = ("image_size", "stn_mode", "augment_families", "checkpoint", "attention", "dcn", "channel_subset",
+                  "coreset_ratio", "seed", "manifest")
+
+
+def load_results(sources: str | Path | Iterable[str | Path]):
+    """Results files (or folders searched recursively) as one pandas DataFrame, one row per cell.
+
+    Columns: ``dataset, category, method, backbone, weights, weights_sha256, k, run`` first, then the metrics in
+    % (``image_auroc, pixel_auroc, aupro, f1_max``), the timings, the config columns of :data:`CONFIG_COLUMNS`
+    (``augment_families`` joined with ``+``), ``fsad_kit`` and ``git_commit`` (None for files written before the
+    kit recorded them) and ``source`` (the file). JSON files that are not ``fsad-results`` documents (manifests,
+    contexts) are skipped when a folder is searched; a file given by name must be one.
+
+    Example:
+        >>> df = load_results("figures/results/mobilenet_v2")                        # doctest: +SKIP
+        >>> df.groupby(["method", "category", "k"])["image_auroc"].agg(["mean", "std"])
+    """
+    import pandas as pd
+
+    if isinstance(sources, (str, Path)):
+        sources = [sources]
+    files: list[Path] = []
+    named: set[Path] = set()  # files asked for by name must be results files; in folders others are skipped
+    for source in sources:
+        path = Path(source)
+        if not path.exists():
+            raise FileNotFoundError(f"Results path {path} does not exist: pass results JSON files written by "
+                                    "`python -m fsad evaluate --out ...` or folders holding them.")
+        if path.is_dir():
+            files.extend(sorted(path.rglob("*.json")))
+        else:
+            files.append(path)
+            named.add(path)
+    rows = []
+    for file in files:
+        try:
+            document = json.loads(file.read_text())
+        except (json.JSONDecodeError, UnicodeDecodeError) as error:
+            if file in named:
+                raise ValueError(f"{file} is not a results JSON ({error}).") from error
+            continue
+        if not isinstance(document, dict) or document.get("format") != RESULTS_FORMAT:
+            if file in named:
+                raise ValueError(f"{file} is not a {RESULTS_FORMAT} results file written by `python -m fsad evaluate`.")
+            continue
+        config = document.get("config", {})
+        weights = document.get("weights") or {}
+        environment = document.get("environment") or {}
+        common = {
+            "dataset": config.get("dataset"),
+            "backbone": weights.get("backbone", config.get("backbone")),
+            "weights": weights.get("kind", config.get("weights")),
+            "weights_sha256": weights.get("sha256"),
+        }
+        extra = {}
+        for key in CONFIG_COLUMNS:
+            value = config.get(key)
+            extra[key] = "+".join(value) if isinstance(value, list) else value
+        for cell in document.get("cells", []):
+            row = {**common, "category": cell["category"], "method": cell["method"], "k": cell["k"],
+                   "run": cell["run"]}
+            for key in METRIC_KEYS:
+                value = cell.get(key)
+                row[key] = None if value is None else 100.0 * value
+            for key in TIMING_KEYS:
+                row[key] = cell.get(key)
+            row.update(extra)
+            row.update(fsad_kit=environment.get("fsad_kit"), git_commit=environment.get("git_commit"),
+                       source=str(file))
+            rows.append(row)
+    columns = (["dataset", "category", "method", "backbone", "weights", "weights_sha256", "k", "run",
+                *METRIC_KEYS, *TIMING_KEYS, *CONFIG_COLUMNS, "fsad_kit", "git_commit", "source"])
+    frame = pd.DataFrame.from_records(rows, columns=columns)
+    return frame.astype({key: float for key in METRIC_KEYS})

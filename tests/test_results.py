@@ -36,3 +36,63 @@ def test_results_file_resume_and_mismatch(tmp_path):
         ResultsFile(path, {"resume_key": {"x": 2}}, resume=True)
     fresh = ResultsFile(path, {"resume_key": {"x": 2}})
     assert fresh.done() == set()
+
+
+RESULTS_DIR = __import__("pathlib").Path(__file__).resolve().parents[1] / "figures" / "results"
+
+
+def _same(a, b) -> bool:
+    if isinstance(a, float) and isinstance(b, float) and math.isnan(a) and math.isnan(b):
+        return True
+    return a == pytest.approx(b, rel=1e-12, abs=1e-15) if isinstance(a, float) else a == b
+
+
+def test_summarise_reproduces_every_committed_summary():
+    """The pandas summary equals the summary the committed results files were written with."""
+    files = [f for f in sorted(RESULTS_DIR.rglob("*.json"))
+             if json.loads(f.read_text()).get("format") == "fsad-results-v1"]
+    assert len(files) >= 10
+    for file in files:
+        document = json.loads(file.read_text())
+        ours = summarise(document["cells"])
+        assert len(ours) == len(document["summary"]), file
+        for mine, theirs in zip(ours, document["summary"]):
+            assert set(mine) == set(theirs), file
+            for key in mine:
+                assert _same(mine[key], theirs[key] if theirs[key] is not None else float("nan")), (file, key)
+
+
+def test_summary_csv_is_in_percent(tmp_path):
+    path = tmp_path / "r.json"
+    results = ResultsFile(path, {"resume_key": {}})
+    results.add(_cell("a", 2, 0, 0.8))
+    import pandas as pd
+
+    table = pd.read_csv(path.with_suffix(".csv"))
+    assert table.loc[table.category == "a", "image_auroc_mean"].item() == pytest.approx(80.0)
+    assert table.loc[table.category == "a", "adaptation_s_mean"].item() == pytest.approx(1.0)  # seconds stay seconds
+
+
+def test_load_results_one_row_per_cell_in_percent(tmp_path):
+    from fsad.results import load_results
+
+    frame = load_results(RESULTS_DIR / "mobilenet_v2")
+    documents = [json.loads(f.read_text()) for f in sorted((RESULTS_DIR / "mobilenet_v2").rglob("*.json"))]
+    documents = [d for d in documents if d.get("format") == "fsad-results-v1"]
+    assert len(frame) == sum(len(d["cells"]) for d in documents)
+    assert set(frame.backbone) == {"mobilenet_v2"} and set(frame.weights) == {"imagenet"}
+    assert frame.weights_sha256.str.startswith("cc028fe6").all()
+    first = documents[0]["cells"][0]
+    row = frame[(frame.source.str.endswith(".json")) & (frame.category == first["category"])
+                & (frame.k == first["k"]) & (frame.run == first["run"]) & (frame.method == first["method"])]
+    assert 100 * first["image_auroc"] in list(row.image_auroc)
+    assert frame.image_auroc.between(0, 100).all()
+    assert not frame.duplicated(["source", "method", "category", "k", "run"]).any()
+    # A file named explicitly must be a results file; a folder skips other JSON (manifests).
+    bad = tmp_path / "other.json"
+    bad.write_text(json.dumps({"format": "something-else"}))
+    with pytest.raises(ValueError, match="not a fsad-results-v1 results file"):
+        load_results(bad)
+    assert len(load_results(tmp_path)) == 0
+    with pytest.raises(FileNotFoundError, match="does not exist"):
+        load_results(tmp_path / "missing.json")
