@@ -683,8 +683,11 @@ def generate_synthetic_dataset(out: str | os.PathLike, seed: int = 0, image_size
 
 
 def default_synthetic_root() -> Path:
-    """``<repo>/data/synthetic`` (repo = the folder holding the ``data_tools`` package)."""
-    return Path(__file__).resolve().parent.parent / "data" / "synthetic"
+    """``$FSAD_SYNTHETIC_DIR``, else ``<checkout>/data/synthetic`` in a source checkout, else the user cache
+    (never inside an installed package: see :func:`fsad.paths.synthetic_data_dir`)."""
+    from fsad.paths import synthetic_data_dir
+
+    return synthetic_data_dir()
 
 
 def ensure_synthetic_dataset(root: str | os.PathLike | None = None, seed: int = 0, *,

@@ -8,8 +8,6 @@ from typing import Sequence
 
 from fsad.augment import AUGMENT_FAMILIES
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
-
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that builds a model (evaluate, train, ablations)."""
@@ -68,7 +66,8 @@ def build_parser() -> argparse.ArgumentParser:
     batch = commands.add_parser("batch", help="run notebooks over a parameter grid with papermill")
     batch.add_argument("grid", help="grid YAML (see notebooks/grids/)")
     batch.add_argument("--resume", action="store_true", help="skip executions that already finished")
-    batch.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="results go to RUNS_DIR/<grid name>/")
+    batch.add_argument("--runs-dir", help="results go to RUNS_DIR/<grid name>/ (default: $FSAD_RUNS_DIR, else runs/ "
+                       "in a source checkout, else ./runs)")
     batch.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
                        help="override a parameter in every execution (value parsed as YAML)")
     batch.set_defaults(func=cmd_batch)
@@ -82,11 +81,32 @@ def build_parser() -> argparse.ArgumentParser:
     report.set_defaults(func=cmd_report)
 
     demo = commands.add_parser("demo", help="every notebook in smoke mode on the embedded synthetic set (make demo)")
-    demo.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="outputs go to RUNS_DIR/smoke/")
+    demo.add_argument("--runs-dir", help="outputs go to RUNS_DIR/smoke/ (default: $FSAD_RUNS_DIR, else runs/ in a source "
+                      "checkout, else ./runs)")
     demo.add_argument("--device", default="auto")
     demo.add_argument("--resume", action="store_true", help="skip notebooks that already ran")
     demo.set_defaults(func=cmd_demo)
+
+    notebooks = commands.add_parser(
+        "notebooks", help="copy the tutorials (and grids/) to a folder of your own, outputs cleared",
+        description="Copy the kit's notebooks and grids/ to DIR with outputs cleared; --student also drops the "
+                    "cells tagged 'solution'. An installed kit keeps its notebooks inside the package: run them "
+                    "from such a copy. Example: python -m fsad notebooks --student course/")
+    notebooks.add_argument("dir", metavar="DIR", help="destination folder (created if missing)")
+    notebooks.add_argument("--student", action="store_true", help="leave out the exercise solutions")
+    notebooks.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
+    notebooks.set_defaults(func=cmd_notebooks)
     return parser
+
+
+def cmd_notebooks(args: argparse.Namespace) -> int:
+    from fsad.course import copy_notebooks
+
+    written = copy_notebooks(args.dir, student=args.student, force=args.force)
+    kind = "student copies (no solutions)" if args.student else "copies"
+    print(f"{len(written)} notebooks written as {kind} to {Path(args.dir).resolve()}; "
+          f"run them with: jupyter lab {args.dir}")
+    return 0
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -127,13 +147,15 @@ def cmd_report(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """Every notebook in smoke mode on the synthetic set (generated if missing), as a papermill batch."""
+    from fsad.paths import notebooks_dir, runs_dir
     from fsad.runner import format_statuses, run_batch
 
     overrides = {"device": args.device} if args.device != "auto" else None
-    statuses, csv_path = run_batch(REPO_ROOT / "notebooks" / "grids" / "smoke.yaml", args.runs_dir,
+    root = Path(args.runs_dir).resolve() if args.runs_dir else runs_dir()
+    statuses, csv_path = run_batch(notebooks_dir() / "grids" / "smoke.yaml", root,
                                    resume=args.resume, overrides=overrides)
     print(format_statuses(statuses))
-    print(f"demo: executed notebooks, figures and results are under {Path(args.runs_dir) / 'smoke'} "
+    print(f"demo: executed notebooks, figures and results are under {root / 'smoke'} "
           f"(summary: {csv_path})")
     return 1 if any(s["status"] == "failed" for s in statuses) else 0
 

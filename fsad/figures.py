@@ -34,7 +34,6 @@ from fsad.results import RESULTS_FORMAT, mean_std
 from fsad.utils import atomic_write_json, atomic_write_text
 
 ABLATION_FORMAT = "fsad-ablation-v1"
-REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real-data subsets live beside the checkout (as in tests/conftest.py); FSAD_SHARED_DATA overrides.
 SHARED_DATA_ENV = "FSAD_SHARED_DATA"
 # t-SNE perplexity (scikit-learn's default, 30) is capped at (n - 1) / 3 so small smoke sets still run.
@@ -610,10 +609,15 @@ def cluster_separation(points: np.ndarray, groups: Sequence[str]) -> float:
 
 # --------------------------------------------------------------------------- real sample images
 def shared_data_root() -> Path:
-    """``$FSAD_SHARED_DATA`` or ``<repo>/../shared/data`` (may not exist)."""
+    """``$FSAD_SHARED_DATA``, else ``<checkout>/../shared/data`` in a source checkout (may not exist), else ``./data``."""
     import os
 
-    return Path(os.environ.get(SHARED_DATA_ENV, REPO_ROOT.parent / "shared" / "data"))
+    from fsad.paths import source_checkout
+
+    if os.environ.get(SHARED_DATA_ENV):
+        return Path(os.environ[SHARED_DATA_ENV])
+    root = source_checkout()
+    return root.parent / "shared" / "data" if root is not None else Path.cwd() / "data"
 
 
 def sample_image(image_size: int, prefer: Sequence[str] = ("mvtec_ad_subset/bottle/test/broken_large/000.png",

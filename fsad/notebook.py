@@ -12,9 +12,8 @@ from typing import Any
 
 import torch
 
+from fsad.paths import runs_dir
 from fsad.utils import environment_info, resolve_device, seed_everything
-
-REPO_ROOT = Path(__file__).resolve().parents[1]
 
 
 @dataclass
@@ -58,7 +57,7 @@ def setup(*, data_root: str | None, dataset: str, device: str = "auto", backbone
         device: "auto", "cpu", "cuda" or "cuda:N".
         backbone: "auto", "resnet18" or "mobilenet_v2".
         weights: "imagenet", "random" or a path.
-        output_dir: output folder; None means ``runs/notebooks/<notebook>``.
+        output_dir: output folder; None means ``<runs>/notebooks/<notebook>`` (:func:`fsad.paths.runs_dir`).
         smoke: tiny run for tests.
         seed: global seed.
         notebook: the notebook's name, for the default output folder.
@@ -77,7 +76,7 @@ def setup(*, data_root: str | None, dataset: str, device: str = "auto", backbone
             raise FileNotFoundError(f"data_root {root} does not exist. Use data_root=None for the synthetic set, or "
                                     "see README 'Getting MVTec AD and MPDD' (python -m data_tools download ...).")
     resolved_backbone = default_backbone() if backbone == "auto" else backbone
-    out = Path(output_dir) if output_dir else REPO_ROOT / "runs" / "notebooks" / notebook
+    out = Path(output_dir) if output_dir else runs_dir() / "notebooks" / notebook
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
     context = NotebookContext(data_root=root, dataset=dataset, device=resolve_device(device),

@@ -26,9 +26,10 @@ from typing import Any, Iterable
 
 import yaml
 
+from fsad.paths import runs_dir as default_runs_dir
+from fsad.paths import source_checkout
 from fsad.utils import atomic_write_json, atomic_write_text
 
-REPO_ROOT = Path(__file__).resolve().parents[1]
 KERNEL_NAME = "python3"  # the kernel of the interpreter running the batch (papermill's default)
 
 
@@ -63,16 +64,31 @@ def load_grid(path: str | Path) -> dict[str, Any]:
     if not isinstance(grid, dict) or not grid.get("jobs"):
         raise ValueError(f"{path}: a grid needs a 'jobs' list (see fsad/runner.py's docstring for the format).")
     grid.setdefault("name", path.stem)
+    grid["_file"] = str(path.resolve())
     return grid
+
+
+def resolve_notebook(notebook: str | Path, grid_file: str | Path | None) -> Path:
+    """A grid's notebook path: absolute; else relative to the current folder; else relative to the notebooks
+    folder holding the grid's ``grids/`` folder (a leading ``notebooks/`` is accepted), so the shipped grids run
+    from the repository root, from inside ``notebooks/`` and from a ``python -m fsad notebooks copy`` folder."""
+    path = Path(notebook)
+    if path.is_absolute() or path.is_file():
+        return path.resolve() if path.is_file() else path
+    if grid_file is not None:
+        notebooks_folder = Path(grid_file).resolve().parent.parent
+        relative = Path(*path.parts[1:]) if path.parts and path.parts[0] == "notebooks" else path
+        for candidate in (notebooks_folder / relative, notebooks_folder / path):
+            if candidate.is_file():
+                return candidate
+    return path
 
 
 def expand_jobs(grid: dict[str, Any], runs_dir: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
     """Cartesian product of each job's grid, with shared parameters, job parameters and overrides merged."""
     jobs = []
     for entry in grid["jobs"]:
-        notebook = Path(entry["notebook"])
-        if not notebook.is_absolute():
-            notebook = REPO_ROOT / notebook
+        notebook = resolve_notebook(entry["notebook"], grid.get("_file"))
         if not notebook.is_file():
             raise FileNotFoundError(f"Grid {grid['name']!r} names {notebook}, which does not exist.")
         axes = entry.get("grid", {}) or {}
@@ -96,7 +112,9 @@ def execute_job(job: Job, resume: bool) -> dict[str, Any]:
             return {**status, "skipped": True}
     job.output_dir.mkdir(parents=True, exist_ok=True)
     start = time.perf_counter()
-    status: dict[str, Any] = {"notebook": str(job.notebook.relative_to(REPO_ROOT) if job.notebook.is_relative_to(REPO_ROOT) else job.notebook),
+    checkout = source_checkout()
+    shown = job.notebook.relative_to(checkout) if checkout and job.notebook.is_relative_to(checkout) else job.notebook
+    status: dict[str, Any] = {"notebook": str(shown),
                               "parameters": job.parameters, "executed": str(job.executed_path)}
     try:
         papermill.execute_notebook(str(job.notebook), str(job.executed_path), parameters=job.parameters,
@@ -141,13 +159,15 @@ def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
     atomic_write_text(path, buffer.getvalue())
 
 
-def run_batch(grid_path: str | Path, runs_root: str | Path = REPO_ROOT / "runs", resume: bool = False,
+def run_batch(grid_path: str | Path, runs_root: str | Path | None = None, resume: bool = False,
               overrides: dict[str, Any] | None = None) -> tuple[list[dict[str, Any]], Path]:
-    """Run a grid; returns the per-execution statuses and the collected-results CSV path."""
+    """Run a grid; returns the per-execution statuses and the collected-results CSV path.
+
+    ``runs_root`` defaults to :func:`fsad.paths.runs_dir` (never inside the installed package)."""
     from tqdm.auto import tqdm
 
     grid = load_grid(grid_path)
-    runs_dir = Path(runs_root) / grid["name"]
+    runs_dir = Path(runs_root if runs_root is not None else default_runs_dir()).resolve() / grid["name"]
     jobs = expand_jobs(grid, runs_dir, overrides)
     statuses = []
     for job in tqdm(jobs, desc=f"batch {grid['name']}"):
