@@ -96,3 +96,27 @@ def test_load_results_one_row_per_cell_in_percent(tmp_path):
     assert len(load_results(tmp_path)) == 0
     with pytest.raises(FileNotFoundError, match="does not exist"):
         load_results(tmp_path / "missing.json")
+
+
+def test_every_committed_csv_is_the_percent_table_of_its_json():
+    """The CSVs beside committed results and ablation JSON are what the current writers make (one unit: %)."""
+    from pathlib import Path
+
+    from fsad.ablation import rows_csv
+    from fsad.results import summary_csv
+
+    checked = 0
+    for path in sorted((Path(__file__).resolve().parents[1] / "figures").rglob("*.json")):
+        document = json.loads(path.read_text())
+        csv = path.with_suffix(".csv")
+        if not isinstance(document, dict) or not csv.is_file():
+            continue
+        if document.get("format") == "fsad-results-v1":
+            expected = summary_csv(summarise(document["cells"]))
+        elif path.stem in ("table5", "table6", "table7") and "rows" in document:
+            expected = rows_csv(document["rows"])
+        else:
+            continue
+        assert csv.read_text() == expected, f"{csv} is stale: regenerate it from {path.name}"
+        checked += 1
+    assert checked >= 70
