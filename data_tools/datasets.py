@@ -166,6 +166,9 @@ def check_category(root: str | os.PathLike, dataset: str, category: str) -> Path
     """
     check_dataset_name(dataset)
     root = _check_root(root)
+    if any((root / split).is_dir() for split in SPLITS):
+        raise DatasetError(f"--data-root {root} looks like a single category folder (it holds train/ or test/); "
+                           f"pass its parent {root.parent} as the dataset root.")
     known = KNOWN_CATEGORIES[dataset]
     if known is not None and category not in known:
         raise DatasetError(

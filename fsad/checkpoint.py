@@ -28,6 +28,7 @@ from __future__ import annotations
 import argparse
 import json
 import pickle
+import re
 from pathlib import Path
 from typing import Any
 
@@ -45,6 +46,14 @@ REQUIRED_KEYS = ("model_config", "model_state", "target", "dataset", "epoch")
 
 __all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "REQUIRED_KEYS", "check_compatible", "convert_checkpoint",
            "load_model", "read_checkpoint", "save_checkpoint"]
+
+
+def _unsafe_global(error: BaseException) -> str | None:
+    """The Python object a pickle asked for that ``weights_only=True`` refused (None: not that kind of error)."""
+    found = re.search(r"Unsupported global: GLOBAL (\S+)", str(error))
+    if found:
+        return found.group(1)
+    return "a Python object" if "Weights only load failed" in str(error) else None
 
 
 def _convert_hint(path: Path) -> str:
@@ -120,9 +129,12 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
+        needed = _unsafe_global(error)
+        if needed is None:
+            raise CheckpointError(f"Checkpoint {path} cannot be read ({str(error).splitlines()[0] if str(error) else ''}); "
+                                  "it may be truncated or not a fsad checkpoint.") from None
         raise CheckpointError(f"Checkpoint {path} is not a {CHECKPOINT_FORMAT} file: loading it would unpickle "
-                              f"Python objects, which the kit never does for a user file{f' ({reason})' if reason else ''}; "
+                              f"{needed}, and the kit never runs pickled code from a file; "
                               f"{_convert_hint(path)}.") from None
     except Exception as error:  # noqa: BLE001 - zip errors, truncation, EOF: all mean "unreadable"
         raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}: "
@@ -220,9 +232,9 @@ def convert_checkpoint(old: str | Path, new: str | Path, overwrite: bool = False
         with torch.serialization.safe_globals(_legacy_safe_globals()):
             payload = torch.load(old, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
-        reason = next((line.strip() for line in str(error).splitlines() if "Unsupported" in line), "")
-        raise CheckpointError(f"{old} holds Python objects that a {LEGACY_FORMATS[-1]} checkpoint does not "
-                              f"({reason}); it is not converted (nothing in it was run).") from None
+        needed = _unsafe_global(error) or "unreadable pickle data"
+        raise CheckpointError(f"{old} holds {needed}, which a {LEGACY_FORMATS[-1]} checkpoint does not; it is not "
+                              "converted (nothing in it was run).") from None
     except Exception as error:  # noqa: BLE001 - truncated / not a torch file
         raise CheckpointError(f"Checkpoint {old} cannot be read ({type(error).__name__}); "
                               "it may be truncated or not a fsad checkpoint.") from None
