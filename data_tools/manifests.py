@@ -468,6 +468,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def _cli(args: argparse.Namespace) -> int:
+    from fsad.utils import check_output_file
+
+    check_output_file(args.out, "--out")  # before any folder is scanned
     if args.counts_from is not None:
         dataset, counts = COUNT_SOURCES[args.counts_from]
         if args.dataset not in (None, dataset):

@@ -245,6 +245,10 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
                            attention=config.attention, dcn=config.dcn, backbone_state_dict=state_dict)
         provenance["weights"] = info.to_dict()
     model = model.to(device).eval()
+    channels = getattr(model, "embed_channels", None)
+    if config.channel_subset is not None and isinstance(channels, int) and config.channel_subset > channels:
+        raise ConfigError(f"--channel-subset {config.channel_subset} is larger than the {channels} feature channels "
+                          f"of {config.backbone}; choose at most {channels}.")
 
     if config.method == "patchcore":
         from fsad.patchcore import PatchCoreMethod

@@ -183,8 +183,9 @@ def method_config(base: Any, column: str, category: str, out_dir: str | Path | N
     out = str(Path(out_dir) / column / f"{category}.json") if out_dir is not None else base.out
     from fsad.evaluate import options_for_method  # options of the base's method that do not apply here are reset
 
-    return replace(options_for_method(base, method), categories=[category], checkpoint=str(checkpoint) if checkpoint else None,
-                   augment_families=families, out=out, resume=resume)
+    return replace(options_for_method(base, method), categories=[category],
+                   checkpoint=str(checkpoint) if checkpoint else None, augment_families=families, out=out,
+                   resume=resume, overwrite=base.overwrite and not resume)
 
 
 def evaluate_methods(base: Any, methods: Sequence[str], out_dir: str | Path, checkpoint_dir: str | Path | None = None,

@@ -43,7 +43,7 @@ Example:
     >>> config = TrainConfig(data_root="data/synthetic", dataset="synthetic", target="washer",
     ...                      out="runs/train/washer", epochs=2, batch_size=4, image_size=64, weights="random")
     >>> last = train(config)          # runs/train/washer/last.pt
-    >>> torch.load(last, weights_only=False)["epoch"]
+    >>> read_checkpoint(last)["epoch"]  # fsad-checkpoint-v2: loaded with torch.load(weights_only=True)
     2
 """
 from __future__ import annotations
@@ -163,6 +163,11 @@ def validate_config(config: TrainConfig) -> None:
     for name in ("epochs", "batch_size", "support_k", "image_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1 (got {getattr(config, name)}).")
+    from fsad.models.regad import IMAGE_SIZE_MULTIPLE
+
+    if config.image_size % IMAGE_SIZE_MULTIPLE:
+        raise ConfigError(f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, or "
+                          f"64 for quick tests); got {config.image_size}.")
     if config.lr <= 0:
         raise ConfigError(f"lr must be positive (got {config.lr}).")
     if config.max_steps_per_epoch is not None and config.max_steps_per_epoch < 1:
