@@ -374,6 +374,37 @@ def test_sixteen_bit_grey_is_scaled_not_white(tmp_path: Path) -> None:
     torch.testing.assert_close(load_image(path, 2, normalize=False), load_image(eight, 2, normalize=False))
 
 
+# Every mode PIL opens a file in, with a format that stores it: converted to the right RGB, or refused by name.
+MODE_FILES = {"1": "PNG", "L": "PNG", "LA": "PNG", "P": "PNG", "PA": "TIFF", "RGB": "PNG", "RGBA": "PNG",
+              "CMYK": "TIFF", "YCbCr": "TIFF", "LAB": "TIFF", "I": "TIFF", "I;16": "PNG", "I;16B": "TIFF", "F": "TIFF"}
+REFUSED_MODES = {"LAB", "F"}
+
+
+@pytest.mark.parametrize("mode", list(MODE_FILES))
+def test_every_pil_mode_is_converted_or_refused_by_name(mode: str, tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    if mode.startswith("I;16"):
+        image = Image.fromarray(rng.integers(0, 65536, (5, 5), dtype=np.uint16)).convert(mode)
+    elif mode == "I":
+        image = Image.fromarray(rng.integers(0, 65536, (5, 5)).astype(np.int32))
+    else:
+        image = Image.fromarray(rng.integers(0, 256, (5, 5, 3), dtype=np.uint8)).convert(mode)
+    path = tmp_path / f"x.{MODE_FILES[mode].lower()}"
+    image.save(path, format=MODE_FILES[mode])
+    stored = Image.open(path)
+    assert stored.mode == mode  # the file really holds this mode
+    if mode in REFUSED_MODES:
+        with pytest.raises(FsadError, match=rf"{path.name}.*mode {mode}"):
+            load_image(path, 5)
+        return
+    tensor = load_image(path, 5, normalize=False).permute(1, 2, 0).numpy()
+    if stored.mode.startswith("I"):  # 16-bit: 0..65535 onto 0..255 (x / 257, rounded), grey in all 3 channels
+        expected = np.repeat(np.round(np.asarray(stored).astype(np.float64) / 257)[..., None], 3, axis=2)
+    else:
+        expected = np.asarray(stored.convert("RGB")).astype(np.float64)
+    np.testing.assert_allclose(tensor * 255, expected, atol=1e-4)
+
+
 # --------------------------------------------------------------------------- property tests of the loaders
 MODES = ["1", "L", "LA", "P", "PA", "RGB", "RGBA", "RGBX", "CMYK", "YCbCr", "LAB", "HSV", "I", "I;16", "F"]
 SAVE_FORMATS = {"PNG": ".png", "TIFF": ".tif", "BMP": ".bmp", "JPEG": ".jpg"}
