@@ -34,7 +34,6 @@ from PIL import Image, UnidentifiedImageError
 from torch.utils.data import Dataset
 from torchvision.transforms import InterpolationMode
 
-from fsad.errors import ConfigError, DatasetError, ImageFormatError
 from data_tools.constants import (
     DATASETS,
     GOOD,
@@ -44,6 +43,7 @@ from data_tools.constants import (
     KNOWN_CATEGORIES,
     MASK_SUFFIX,
 )
+from fsad.errors import ConfigError, DatasetError, ImageFormatError
 
 __all__ = [
     "DatasetError",

@@ -33,8 +33,8 @@ from typing import Any, Iterable, Mapping, Sequence
 import numpy as np
 
 from data_tools.constants import DEFAULT_KS, DEFAULT_RUNS, GOOD, MVTEC_TRAIN_GOOD_COUNTS
-from fsad.errors import ConfigError
 from data_tools.datasets import DatasetError, check_category, check_dataset_name, image_files, list_categories
+from fsad.errors import ConfigError
 
 __all__ = [
     "MANIFEST_VERSION",

@@ -33,12 +33,12 @@ from typing import Any, Sequence
 
 from data_tools.datasets import list_categories
 from fsad.augment import AUGMENT_FAMILIES
+from fsad.errors import ConfigError, OutputExistsError
 from fsad.evaluate import EvaluationConfig, run_evaluation
 from fsad.results import PERCENT_KEYS, summarise
 from fsad.paper import PAPER_TABLE5, PAPER_TABLE6, RCM_TABLE7, RCM_TABLE7_VARIANTS
 from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
                         DEFAULT_WEIGHT_DECAY, TrainConfig, add_train_options, checkpoint_complete, train)
-from fsad.errors import ConfigError, OutputExistsError
 from fsad.utils import atomic_write_json, atomic_write_text, check_output_dir, environment_info, resolve_device
 
 ABLATION_FORMAT = "fsad-ablation-v1"

@@ -22,9 +22,9 @@ from data_tools.manifests import check_manifest_files, default_manifest_path, lo
     save_manifest, support_files
 from fsad.anomaly_map import anomaly_maps, image_scores
 from fsad.augment import AUGMENT_FAMILIES
+from fsad.errors import CheckpointError, ConfigError, OutputExistsError
 from fsad.methods import METHODS, GaussianMethod
 from fsad.metrics import aupro, f1_max, image_auroc, pixel_auroc
-from fsad.errors import CheckpointError, ConfigError, OutputExistsError
 from fsad.results import ResultsFile, check_resume, format_table, read_results_for_resume, summarise
 from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file, synchronize
 
