@@ -4,8 +4,8 @@ Each subcommand lives in its module, which exposes ``register_cli(subparsers)`` 
 and ``set_defaults(func=...)``; ``func(args)`` returns the exit status). A module that fails to
 import does not take the other commands down: its subcommand then explains the import error.
 
-Exit status: 0 ok; 2 a data problem (:class:`~data_tools.datasets.DatasetError`, bad arguments);
-1 any other failure of the subcommand.
+Exit status: 0 ok; 2 bad input (any :class:`fsad.errors.FsadError`: a data problem, bad arguments, an
+output that would destroy data), printed as one line; any other exception keeps its traceback.
 
 Example:
     python -m data_tools synthetic --out data/synthetic --seed 0
@@ -19,7 +19,7 @@ import importlib
 import sys
 from typing import Sequence
 
-from data_tools.datasets import DatasetError
+from fsad.errors import FsadError
 
 #: (subcommand, module) in the order ``--help`` lists them.
 SUBCOMMANDS: tuple[tuple[str, str], ...] = (
@@ -73,7 +73,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         argv: arguments without the program name (default ``sys.argv[1:]``).
 
     Returns:
-        Exit status: 0 ok, 2 data problem (message on stderr), 1 other failure.
+        Exit status: 0 ok, 2 bad input (one line on stderr); other exceptions propagate with their traceback.
 
     Example:
         >>> main(["verify", "--root", "/nonexistent", "--dataset", "mvtec"])   # doctest: +SKIP
@@ -82,7 +82,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (DatasetError, FileNotFoundError) as err:
+    except FsadError as err:
         print(f"error: {err}", file=sys.stderr)
         return 2
 

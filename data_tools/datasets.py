@@ -43,9 +43,13 @@ from data_tools.constants import (
     KNOWN_CATEGORIES,
     MASK_SUFFIX,
 )
+from fsad.errors import ConfigError, DatasetError, ImageFormatError
 
 __all__ = [
     "DatasetError",
+    "ImageFormatError",
+    "image_to_rgb",
+    "mask_to_binary",
     "SPLITS",
     "AnomalyDataset",
     "check_category",
@@ -60,10 +64,6 @@ __all__ = [
 ]
 
 SPLITS: tuple[str, ...] = ("train", "test")
-
-
-class DatasetError(ValueError):
-    """A dataset on disk is missing, misnamed, incomplete or corrupt; the message names the path."""
 
 
 # --------------------------------------------------------------------------- names and folders
@@ -166,6 +166,9 @@ def check_category(root: str | os.PathLike, dataset: str, category: str) -> Path
     """
     check_dataset_name(dataset)
     root = _check_root(root)
+    if any((root / split).is_dir() for split in SPLITS):
+        raise DatasetError(f"--data-root {root} looks like a single category folder (it holds train/ or test/); "
+                           f"pass its parent {root.parent} as the dataset root.")
     known = KNOWN_CATEGORIES[dataset]
     if known is not None and category not in known:
         raise DatasetError(
@@ -252,13 +255,97 @@ def read_image(path: str | os.PathLike) -> Image.Image:
 
 def _check_size(size: int) -> int:
     if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-        raise ValueError(f"image_size must be a positive int, got {size!r}.")
+        raise ConfigError(f"image_size must be a positive int, got {size!r}.")
     return int(size)
 
 
-def _image_to_tensor(image: Image.Image, image_size: int, normalize: bool) -> torch.Tensor:
-    # convert("RGB") also turns grey (MVTec screw, grid, zipper) into 3 equal channels.
-    image = image.convert("RGB")
+# --------------------------------------------------------------------------- image modes
+#: PIL modes turned into 8-bit RGB by PIL's own conversion: grey (MVTec screw, grid, zipper) becomes 3 equal
+#: channels, a palette its colours, CMYK and YCbCr their RGB; an alpha channel is dropped (colours kept as stored).
+RGB_CONVERTIBLE_MODES = ("RGB", "1", "L", "P", "LA", "La", "PA", "RGBA", "RGBa", "RGBX", "CMYK", "YCbCr")
+#: 16-bit grey modes (and PIL's 32-bit "I", which 16-bit PNGs open as in some Pillow versions): scaled by 1/257 so
+#: 0..65535 maps exactly onto 0..255. An "I" image with values outside 0..65535 is refused.
+SIXTEEN_BIT_MODES = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+#: Values a mask may hold: 0 (normal) and one defect value. Anything else (e.g. JPEG noise) is refused by name.
+MASK_DEFECT_VALUES = (1, 255, 65535)
+
+
+def _sixteen_bit_to_l(image: Image.Image, path: str | os.PathLike | None) -> Image.Image:
+    values = np.asarray(image).astype(np.int64)
+    if values.size and (values.min() < 0 or values.max() > 65535):
+        raise ImageFormatError(f"Image {path} (PIL mode {image.mode}) holds values outside 0..65535 "
+                               f"({values.min()}..{values.max()}); save it as an 8-bit or 16-bit PNG.")
+    # Rounding 65535 / 257 = 255 exactly; integer arithmetic keeps it exact for every value.
+    return Image.fromarray(((values * 2 + 257) // 514).astype(np.uint8), "L")
+
+
+def image_to_rgb(image: Image.Image, path: str | os.PathLike | None = None) -> Image.Image:
+    """An image of any PIL mode the kit accepts as 8-bit RGB (see :data:`RGB_CONVERTIBLE_MODES`).
+
+    Raises:
+        ImageFormatError: a mode without a faithful conversion (32-bit float ``F``, ``LAB``, ``HSV``, ...), or
+            an ``I`` image outside 0..65535; the message names the file and the mode.
+
+    Example:
+        >>> image_to_rgb(Image.new("I;16", (2, 2), 65535)).getpixel((0, 0))
+        (255, 255, 255)
+    """
+    if image.mode in SIXTEEN_BIT_MODES:
+        image = _sixteen_bit_to_l(image, path)
+    elif image.mode not in RGB_CONVERTIBLE_MODES:
+        raise ImageFormatError(f"Image {path} has PIL mode {image.mode}, which the kit does not convert (supported: "
+                               f"8-bit grey/RGB/palette, with or without alpha, CMYK, YCbCr, 16-bit grey); "
+                               "save it as an 8-bit RGB or grey PNG.")
+    if image.mode == "La":  # premultiplied alpha: PIL converts it via LA
+        image = image.convert("LA")
+    return image if image.mode == "RGB" else image.convert("RGB")
+
+
+def mask_to_binary(mask: Image.Image, path: str | os.PathLike | None = None) -> np.ndarray:
+    """A ground-truth mask as a bool array, refusing any mask that is not binary.
+
+    A mask holds 0 (normal) and one defect value: 255 or 1 (65535 for 16-bit masks); a grey or RGB mask must
+    have equal channels. A mask saved with lossy compression (JPEG under a ``.png`` name) has intermediate
+    values and is refused, since binarising it with ``> 0`` grows every defect region.
+
+    Raises:
+        ImageFormatError: a non-binary mask, a colour mask, or an unsupported mode (the file is named).
+
+    Example:
+        >>> mask_to_binary(Image.new("L", (2, 2), 255)).all()
+        np.True_
+    """
+    mode = mask.mode
+    if mode == "1":
+        return np.asarray(mask, dtype=bool)
+    if mode in SIXTEEN_BIT_MODES:
+        values = np.asarray(mask).astype(np.int64)
+        if values.size and (values.min() < 0 or values.max() > 65535):
+            raise ImageFormatError(f"Mask {path} (PIL mode {mode}) holds values outside 0..65535; a mask holds only "
+                                   "0 and 255 (or 0 and 1).")
+    elif mode in ("L", "LA", "La"):
+        values = np.asarray(mask.getchannel("L") if mode != "L" else mask)
+    elif mode in RGB_CONVERTIBLE_MODES:
+        rgb = np.asarray(mask.convert("RGB"))
+        if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
+            raise ImageFormatError(f"Mask {path} (PIL mode {mode}) has coloured pixels; a mask must be black (0) and "
+                                   "white (255). Save it as a 1-channel PNG.")
+        values = rgb[..., 0]
+    else:
+        raise ImageFormatError(f"Mask {path} has PIL mode {mode}; a mask must be a 1-channel PNG holding 0 and 255.")
+    present = np.flatnonzero(np.bincount(values.ravel().astype(np.int64), minlength=1)) if values.size else []
+    defect = [int(v) for v in present if v != 0]
+    if len(defect) > 1 or (defect and defect[0] not in MASK_DEFECT_VALUES):
+        shown = ", ".join(str(int(v)) for v in present[:6]) + (" ..." if len(present) > 6 else "")
+        raise ImageFormatError(f"Mask {path} is not binary: it holds {len(present)} distinct values ({shown}); a mask "
+                               "holds only 0 and 255 (or 0 and 1). Lossy compression (JPEG) causes this: re-export the "
+                               "mask as PNG, or threshold it at half range yourself.")
+    return values > 0
+
+
+def _image_to_tensor(image: Image.Image, image_size: int, normalize: bool,
+                     path: str | os.PathLike | None = None) -> torch.Tensor:
+    image = image_to_rgb(image, path)
     # PIL resize with antialias (torchvision forwards PIL input to Image.resize), like the
     # transforms.Resize used by the RegAD authors' loader.
     image = TF.resize(image, [image_size, image_size], interpolation=InterpolationMode.BILINEAR, antialias=True)
@@ -268,10 +355,8 @@ def _image_to_tensor(image: Image.Image, image_size: int, normalize: bool) -> to
     return tensor
 
 
-def _mask_to_tensor(mask: Image.Image, image_size: int) -> torch.Tensor:
-    if mask.mode not in ("1", "L", "I", "I;16", "F"):
-        mask = mask.convert("L")  # palette / RGB masks: anything non-black is defect
-    binary = np.asarray(mask) > 0
+def _mask_to_tensor(mask: Image.Image, image_size: int, path: str | os.PathLike | None = None) -> torch.Tensor:
+    binary = mask_to_binary(mask, path)
     # Binarise first, then NEAREST resize so the result stays exactly {0, 1}.
     resized = Image.fromarray(binary.astype(np.uint8) * 255).resize((image_size, image_size), Image.NEAREST)
     return torch.from_numpy(np.asarray(resized) > 0).to(torch.float32).unsqueeze(0)
@@ -296,7 +381,7 @@ def load_image(path: str | os.PathLike, image_size: int, normalize: bool = True)
         >>> load_image("shared/data/mvtec_ad_subset/bottle/train/good/000.png", 64).shape
         torch.Size([3, 64, 64])
     """
-    return _image_to_tensor(read_image(path), _check_size(image_size), normalize)
+    return _image_to_tensor(read_image(path), _check_size(image_size), normalize, path)
 
 
 def load_mask(path: str | os.PathLike, image_size: int) -> torch.Tensor:
@@ -317,7 +402,7 @@ def load_mask(path: str | os.PathLike, image_size: int) -> torch.Tensor:
         >>> m.shape, sorted(m.unique().tolist())
         (torch.Size([1, 64, 64]), [0.0, 1.0])
     """
-    return _mask_to_tensor(read_image(path), _check_size(image_size))
+    return _mask_to_tensor(read_image(path), _check_size(image_size), path)
 
 
 def load_supports(root: str | os.PathLike, category: str, files: Sequence[str], image_size: int,
@@ -470,9 +555,9 @@ class AnomalyDataset(Dataset):
                 raise DatasetError(
                     f"Mask {mask_path} is {mask_image.size[0]}x{mask_image.size[1]} but its image {path} is "
                     f"{image.size[0]}x{image.size[1]}: a mask must have its image's size.")
-            mask = _mask_to_tensor(mask_image, self.image_size)
+            mask = _mask_to_tensor(mask_image, self.image_size, mask_path)
         return {
-            "image": _image_to_tensor(image, self.image_size, self.normalize),
+            "image": _image_to_tensor(image, self.image_size, self.normalize, path),
             "label": self.labels[index],
             "mask": mask,
             "defect_type": self.defect_types[index],

@@ -42,6 +42,7 @@ from pathlib import Path
 from tqdm.auto import tqdm
 
 from data_tools.constants import MPDD_CATEGORIES, MVTEC_CATEGORIES
+from fsad.errors import FsadError
 
 #: The publisher's archive of all 15 categories. This is the link anomalib's MVTecAD datamodule
 #: uses (it tracks MVTec's share links; the older ``shares/38536/...1629952094`` link that many
@@ -64,7 +65,7 @@ DEFAULT_TIMEOUT_S = 60.0
 DEFAULT_CHUNK = 1 << 20
 
 
-class DownloadError(RuntimeError):
+class DownloadError(FsadError, RuntimeError):
     """The archive could not be fetched or extracted (offline, refused, moved, corrupt)."""
 
 

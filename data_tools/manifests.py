@@ -34,6 +34,7 @@ import numpy as np
 
 from data_tools.constants import DEFAULT_KS, DEFAULT_RUNS, GOOD, MVTEC_TRAIN_GOOD_COUNTS
 from data_tools.datasets import DatasetError, check_category, check_dataset_name, image_files, list_categories
+from fsad.errors import ConfigError
 
 __all__ = [
     "MANIFEST_VERSION",
@@ -66,11 +67,11 @@ COUNT_SOURCES: dict[str, tuple[str, Mapping[str, int]]] = {"mvtec-official": ("m
 def _check_params(ks: Iterable[int], runs: int, seed: int) -> tuple[list[int], int, int]:
     ks = list(ks)
     if not ks or any(isinstance(k, bool) or not isinstance(k, (int, np.integer)) or k < 1 for k in ks):
-        raise ValueError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
+        raise ConfigError(f"ks must be a non-empty list of positive ints, got {ks!r}.")
     if isinstance(runs, bool) or not isinstance(runs, (int, np.integer)) or runs < 1:
-        raise ValueError(f"runs must be a positive int, got {runs!r}.")
+        raise ConfigError(f"runs must be a positive int, got {runs!r}.")
     if isinstance(seed, bool) or not isinstance(seed, (int, np.integer)) or seed < 0:
-        raise ValueError(f"seed must be a non-negative int (NumPy seeds are non-negative), got {seed!r}.")
+        raise ConfigError(f"seed must be a non-negative int (NumPy seeds are non-negative), got {seed!r}.")
     return sorted({int(k) for k in ks}), int(runs), int(seed)
 
 
@@ -162,7 +163,7 @@ def make_manifest(counts: Mapping[str, int] | None = None, root: str | os.PathLi
     ks, runs, seed = _check_params(ks, runs, seed)
     check_dataset_name(dataset)
     if (counts is None) == (root is None):
-        raise ValueError("Give exactly one of counts= (official file counts) or root= (a dataset folder).")
+        raise ConfigError("Give exactly one of counts= (official file counts) or root= (a dataset folder).")
     files_by_category: dict[str, list[str]] = {}
     if counts is not None:
         names = list(categories) if categories is not None else sorted(counts)
@@ -172,7 +173,7 @@ def make_manifest(counts: Mapping[str, int] | None = None, root: str | os.PathLi
         for category in names:
             n = counts[category]
             if isinstance(n, bool) or not isinstance(n, (int, np.integer)) or n < 1:
-                raise ValueError(f"count for {category!r} must be a positive int, got {n!r}.")
+                raise ConfigError(f"count for {category!r} must be a positive int, got {n!r}.")
             files_by_category[category] = _official_names(int(n))
     else:
         root = Path(root)
@@ -467,6 +468,9 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
 
 
 def _cli(args: argparse.Namespace) -> int:
+    from fsad.utils import check_output_file
+
+    check_output_file(args.out, "--out")  # before any folder is scanned
     if args.counts_from is not None:
         dataset, counts = COUNT_SOURCES[args.counts_from]
         if args.dataset not in (None, dataset):

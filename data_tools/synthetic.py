@@ -55,6 +55,8 @@ import numpy as np
 from PIL import Image, ImageDraw
 from scipy import ndimage
 
+from fsad.errors import ConfigError, FsadError, MissingFileError, OutputExistsError
+
 #: Bump whenever the pictures change for a given seed (recorded in SYNTHETIC.json; a
 #: different version makes :func:`ensure_synthetic_dataset` regenerate).
 GENERATOR_VERSION = "data_tools.synthetic v1"
@@ -81,6 +83,10 @@ DEFAULT_N_TRAIN = 32
 DEFAULT_N_TEST_GOOD = 8
 DEFAULT_N_TEST_PER_DEFECT = 4
 SYNTHETIC_INFO_FILE = "SYNTHETIC.json"
+#: Written into the output root before the first category: a folder holding it was made by this generator, so
+#: its category folders may be replaced. A non-empty folder without it (or SYNTHETIC.json) is refused unless
+#: ``overwrite=True`` (``--overwrite``): the generator never deletes what it did not write.
+SYNTHETIC_MARKER_FILE = ".fsad-synthetic"
 MIN_IMAGE_SIZE = 32
 
 
@@ -531,11 +537,11 @@ def render_sample(category: str, seed: int, split: str, index: int, defect: str 
     """
     _check_category(category)
     if defect is not None and defect not in DEFECT_TYPES[category]:
-        raise ValueError(f"Unknown defect {defect!r} for synthetic category {category!r}; "
-                         f"valid: {', '.join(DEFECT_TYPES[category])}.")
+        raise ConfigError(f"Unknown defect {defect!r} for synthetic category {category!r}; "
+                          f"valid: {', '.join(DEFECT_TYPES[category])}.")
     if int(image_size) < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} px (got {image_size}); "
-                         "smaller images cannot show the defects.")
+        raise ConfigError(f"image_size must be >= {MIN_IMAGE_SIZE} px (got {image_size}); "
+                          "smaller images cannot show the defects.")
     size = int(image_size)
     base_ss, defect_ss, noise_ss = _seed_sequence(seed, category, split, index).spawn(3)
     rng = np.random.default_rng(base_ss)
@@ -567,7 +573,7 @@ def render_sample(category: str, seed: int, split: str, index: int, defect: str 
 # --------------------------------------------------------------------------------------
 def _check_category(category: str) -> None:
     if category not in SYNTHETIC_CATEGORIES:
-        raise ValueError(f"Unknown synthetic category {category!r}; valid: {', '.join(SYNTHETIC_CATEGORIES)}.")
+        raise ConfigError(f"Unknown synthetic category {category!r}; valid: {', '.join(SYNTHETIC_CATEGORIES)}.")
 
 
 def _save_png(array: np.ndarray, path: Path) -> None:
@@ -617,12 +623,15 @@ def _generate_category(category: str, dest: Path, seed: int, image_size: int, n_
 def generate_synthetic_dataset(out: str | os.PathLike, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
                                n_train: int = DEFAULT_N_TRAIN, n_test_good: int = DEFAULT_N_TEST_GOOD,
                                n_test_per_defect: int = DEFAULT_N_TEST_PER_DEFECT,
-                               categories: Iterable[str] | None = None, progress: bool = False) -> Path:
+                               categories: Iterable[str] | None = None, progress: bool = False,
+                               overwrite: bool = False) -> Path:
     """Write the synthetic dataset under ``out`` (MVTec layout) and return ``out``.
 
     Each category is generated into a temporary folder beside its target and then moved into
     place, replacing an older ``out/<category>`` (so no stale files survive a change of counts);
     ``out/SYNTHETIC.json`` is written last and records seed, options and generator version.
+    ``out`` must be empty, missing, or made by this generator (it holds :data:`SYNTHETIC_MARKER_FILE`);
+    any other folder is refused unless ``overwrite`` is True, since its category folders would be replaced.
 
     Args:
         out: dataset root to create.
@@ -633,9 +642,14 @@ def generate_synthetic_dataset(out: str | os.PathLike, seed: int = 0, image_size
         n_test_per_defect: test images (and masks) per defect type.
         categories: subset of :data:`SYNTHETIC_CATEGORIES` (default all).
         progress: print one line per category.
+        overwrite: write into a non-empty folder this generator did not make (replacing ``out/<category>``).
 
     Returns:
         ``Path(out)``.
+
+    Raises:
+        ConfigError: bad options. OutputExistsError: ``out`` is a non-empty folder the generator did not write.
+        OutputError: ``out`` is a file or not writable.
 
     Example:
         >>> root = generate_synthetic_dataset("/tmp/syn", seed=3, image_size=64, n_train=2,
@@ -645,19 +659,29 @@ def generate_synthetic_dataset(out: str | os.PathLike, seed: int = 0, image_size
     """
     cats = list(categories) if categories is not None else list(SYNTHETIC_CATEGORIES)
     if not cats:
-        raise ValueError(f"No categories requested; valid: {', '.join(SYNTHETIC_CATEGORIES)}.")
+        raise ConfigError(f"No categories requested; valid: {', '.join(SYNTHETIC_CATEGORIES)}.")
     for cat in cats:
         _check_category(cat)
     if len(set(cats)) != len(cats):
-        raise ValueError(f"Duplicate categories in {cats}.")
+        raise ConfigError(f"Duplicate categories in {cats}.")
     for name, value, minimum in (("n_train", n_train, 1), ("n_test_good", n_test_good, 1),
                                  ("n_test_per_defect", n_test_per_defect, 1)):
         if int(value) < minimum:
-            raise ValueError(f"{name} must be >= {minimum} (got {value}).")
+            raise ConfigError(f"{name} must be >= {minimum} (got {value}).")
     if int(image_size) < MIN_IMAGE_SIZE:
-        raise ValueError(f"image_size must be >= {MIN_IMAGE_SIZE} px (got {image_size}).")
-    root = Path(out)
+        raise ConfigError(f"image_size must be >= {MIN_IMAGE_SIZE} px (got {image_size}).")
+    from fsad.utils import check_output_dir
+
+    root = check_output_dir(out, "--out")
+    ours = (root / SYNTHETIC_MARKER_FILE).is_file() or (root / SYNTHETIC_INFO_FILE).is_file()
+    if root.is_dir() and not ours and not overwrite and any(root.iterdir()):
+        raise OutputExistsError(f"--out {root} is not empty and was not written by `python -m data_tools synthetic` "
+                                f"(no {SYNTHETIC_MARKER_FILE} in it); its folders "
+                                f"{', '.join(c for c in cats if (root / c).exists()) or '(none named like a category)'} "
+                                "could be replaced. Choose an empty or new folder, or pass --overwrite.")
     root.mkdir(parents=True, exist_ok=True)
+    (root / SYNTHETIC_MARKER_FILE).write_text("written by python -m data_tools synthetic; its category folders may "
+                                              "be regenerated\n")
     info_path = root / SYNTHETIC_INFO_FILE
     if info_path.exists():
         info_path.unlink()  # stale until the new generation completes
@@ -732,7 +756,7 @@ def make_preview(root: str | os.PathLike, out_png: str | os.PathLike | None = No
     out_png = Path(out_png) if out_png is not None else root / "preview.png"
     cats = [c for c in (categories or SYNTHETIC_CATEGORIES) if (root / c).is_dir()]
     if not cats:
-        raise FileNotFoundError(f"No synthetic categories found under {root}; generate them first.")
+        raise MissingFileError(f"No synthetic categories found under {root}; generate them first.")
     label_h = 14
     cols = n_good + 2 * max(len(DEFECT_TYPES[c]) for c in cats)
     sheet = Image.new("RGB", (cols * (thumb + 4) + 4, len(cats) * (thumb + label_h + 4) + 4), (255, 255, 255))
@@ -772,8 +796,8 @@ def _cli(args: argparse.Namespace) -> int:
     try:
         root = generate_synthetic_dataset(out, seed=args.seed, image_size=args.image_size, n_train=args.n_train,
                                           n_test_good=args.n_test_good, n_test_per_defect=args.n_test_per_defect,
-                                          categories=args.categories, progress=True)
-    except ValueError as exc:
+                                          categories=args.categories, progress=True, overwrite=args.overwrite)
+    except FsadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     n_files = len(expected_files(args.categories, args.n_train, args.n_test_good, args.n_test_per_defect))
@@ -790,7 +814,11 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         description="Generate the procedural synthetic defect dataset in MVTec AD's folder layout. "
                     "The same --seed and options give byte-identical files.")
     parser.add_argument("--out", default=None,
-                        help=f"output root (default: {default_synthetic_root()})")
+                        help=f"output root (default: {default_synthetic_root()}); must be empty, new, or written by "
+                             f"this command before ({SYNTHETIC_MARKER_FILE} in it): its category folders are replaced")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="write into a non-empty --out that this command did not write (its folders named like "
+                             "a category are replaced)")
     parser.add_argument("--seed", type=int, default=0, help="RNG seed (default 0)")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="image side in px (default 256)")
     parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help="train/good images per category")

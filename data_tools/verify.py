@@ -10,7 +10,10 @@ what was expected, on any problem:
 * a test defect image without ``ground_truth/<defect>/<stem>_mask.png`` — only when the category has
   a ``ground_truth/`` folder at all; without one the category is reported as *image-level only*;
 * a mask whose size differs from its image, a mask without its image;
-* an unreadable, truncated or corrupt image or mask (each file is opened and fully decoded by PIL).
+* an unreadable, truncated or corrupt image or mask (each file is opened and fully decoded by PIL);
+* an image in a PIL mode the loaders refuse (32-bit float, LAB, HSV; see
+  :func:`data_tools.datasets.image_to_rgb`), and a mask that is not binary (values other than 0 and 255, or 0
+  and 1, e.g. a JPEG saved under a ``.png`` name; see :func:`data_tools.datasets.mask_to_binary`).
 
 Example:
     >>> report = verify_dataset("shared/data/mvtec_ad_subset", "mvtec", ["bottle"])   # doctest: +SKIP
@@ -28,7 +31,17 @@ from typing import Sequence
 from tqdm.auto import tqdm
 
 from data_tools.constants import DATASETS, GOOD, KNOWN_CATEGORIES, MASK_SUFFIX
-from data_tools.datasets import DatasetError, SPLITS, check_dataset_name, image_files, mask_path_for, read_image
+from data_tools.datasets import (
+    SPLITS,
+    DatasetError,
+    ImageFormatError,
+    check_dataset_name,
+    image_files,
+    image_to_rgb,
+    mask_path_for,
+    mask_to_binary,
+    read_image,
+)
 
 __all__ = ["VerifyRow", "VerifyReport", "verify_dataset", "register_cli"]
 
@@ -86,13 +99,22 @@ class VerifyReport:
                           line.format(*body[-1])])
 
 
-def _read(path: Path, problems: list[str]) -> tuple[int, int] | None:
-    """Decode a file fully; return its size, or record why it cannot be read."""
+def _read(path: Path, problems: list[str], mask: bool = False) -> tuple[int, int] | None:
+    """Decode a file fully and check it converts as the loaders will (an image to RGB, a mask to binary);
+    return its size, or record why it cannot be used."""
     try:
-        return read_image(path).size
+        image = read_image(path)
     except DatasetError as err:
         problems.append(f"{path}: unreadable or truncated image ({err.__cause__ or err}); expected a valid image file.")
         return None
+    try:
+        if mask:
+            mask_to_binary(image, path)
+        else:
+            image_to_rgb(image, path)
+    except ImageFormatError as err:
+        problems.append(str(err))
+    return image.size
 
 
 def _verify_category(category_dir: Path, report: VerifyReport, require_splits: Sequence[str], progress: tqdm) -> None:
@@ -146,7 +168,7 @@ def _verify_category(category_dir: Path, report: VerifyReport, require_splits: S
             if not mask.is_file():
                 problems.append(f"{path}: defect image without its mask; expected {mask}.")
                 continue
-            mask_size = _read(mask, problems)
+            mask_size = _read(mask, problems, mask=True)
             progress.update(1)
             image_size = sizes.get(path)
             if mask_size is not None and image_size is not None and mask_size != image_size:

@@ -33,12 +33,13 @@ from typing import Any, Sequence
 
 from data_tools.datasets import list_categories
 from fsad.augment import AUGMENT_FAMILIES
+from fsad.errors import ConfigError, OutputExistsError
 from fsad.evaluate import EvaluationConfig, run_evaluation
 from fsad.results import PERCENT_KEYS, summarise
 from fsad.paper import PAPER_TABLE5, PAPER_TABLE6, RCM_TABLE7, RCM_TABLE7_VARIANTS
 from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
                         DEFAULT_WEIGHT_DECAY, TrainConfig, add_train_options, checkpoint_complete, train)
-from fsad.utils import atomic_write_json, atomic_write_text, environment_info, resolve_device
+from fsad.utils import atomic_write_json, atomic_write_text, check_output_dir, environment_info, resolve_device
 
 ABLATION_FORMAT = "fsad-ablation-v1"
 NO_STN = "no_stn"
@@ -163,19 +164,19 @@ def _prepare(config: AblationConfig, table: str, default_ks: Sequence[int]) -> t
     categories = list(config.categories) if config.categories else present
     missing = [c for c in categories if c not in present]
     if missing:
-        raise ValueError(f"Categories {missing} are not under {config.data_root}; present: {', '.join(present)}.")
+        raise ConfigError(f"Categories {missing} are not under {config.data_root}; present: {', '.join(present)}.")
     if len(present) < 2:
-        raise ValueError(f"Leave-one-out training needs at least two categories under {config.data_root} "
-                         f"(found {present}).")
+        raise ConfigError(f"Leave-one-out training needs at least two categories under {config.data_root} "
+                          f"(found {present}).")
     if config.runs < 1:
-        raise ValueError(f"runs must be at least 1 (got {config.runs}).")
+        raise ConfigError(f"runs must be at least 1 (got {config.runs}).")
     ks = sorted(set(config.ks or default_ks))
-    out = Path(config.out)
+    out = check_output_dir(config.out, "--out")
     previous = [p.name for p in (out / f"{table}.json", out / "checkpoints", out / "cells") if p.exists()]
     if previous and not config.resume:
-        raise FileExistsError(f"{out} already holds {', '.join(previous)} from an earlier grid. Pass --resume to "
-                              "reuse its checkpoints and cells (computing only what is missing), or choose another "
-                              "--out.")
+        raise OutputExistsError(f"{out} already holds {', '.join(previous)} from an earlier grid. Pass --resume to "
+                                "reuse its checkpoints and cells (computing only what is missing), or choose another "
+                                "--out.")
     return categories, ks
 
 
@@ -283,7 +284,7 @@ def table6(config: AblationConfig, progress: bool = True,
     """
     unknown = [s for s in settings if s not in TABLE6_SETTINGS]
     if unknown:
-        raise ValueError(f"Unknown Table 6 settings {unknown}; choose from {', '.join(TABLE6_SETTINGS)}.")
+        raise ConfigError(f"Unknown Table 6 settings {unknown}; choose from {', '.join(TABLE6_SETTINGS)}.")
     categories, ks = _prepare(config, "table6", TABLE6_KS)
     variants = [(setting, setting, True) for setting in settings]
     cells, checkpoints = _run_grid(config, "table6", variants, ks, categories, progress)
@@ -312,7 +313,7 @@ def table7(config: AblationConfig, progress: bool = True,
     variants = dict(variants or RCM_TABLE7_VARIANTS)
     unknown = [name for name, (attention, _) in variants.items() if attention not in ("none", "tam", "mam")]
     if unknown:
-        raise ValueError(f"Variants {unknown} name an unknown attention; valid: none, tam, mam.")
+        raise ConfigError(f"Variants {unknown} name an unknown attention; valid: none, tam, mam.")
     categories, ks = _prepare(config, "table7", TABLE5_KS)
     rows: list[dict[str, Any]] = []
     checkpoints: dict[str, Any] = {}
@@ -380,8 +381,8 @@ def register_ablation_cli(subparsers: Any) -> argparse.ArgumentParser:
 
 def config_from_args(args: argparse.Namespace) -> AblationConfig:
     if getattr(args, "no_stn", False):
-        raise ValueError("--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
-                         "Use --stn-mode to choose the STN of Table 5's 'S' rows.")
+        raise ConfigError("--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
+                          "Use --stn-mode to choose the STN of Table 5's 'S' rows.")
     return AblationConfig(
         data_root=args.data_root, dataset=args.dataset, out=args.out, categories=args.categories, ks=list(args.k),
         runs=args.runs, stn_mode=args.stn_mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,

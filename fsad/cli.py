@@ -7,6 +7,7 @@ from pathlib import Path
 from typing import Sequence
 
 from fsad.augment import AUGMENT_FAMILIES
+from fsad.errors import FsadError
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -52,16 +53,20 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--channel-subset", type=int, help="PaDiM's random channel subset size d")
     evaluate.add_argument("--coreset-ratio", type=float, help="PatchCore greedy coreset ratio (default: full bank)")
     evaluate.add_argument("--out", required=True, help="results JSON (a CSV summary is written beside it)")
-    evaluate.add_argument("--resume", action="store_true", help="skip cells already in --out")
+    evaluate.add_argument("--resume", action="store_true", help="skip cells already in --out (same options)")
+    evaluate.add_argument("--overwrite", action="store_true",
+                          help="replace an existing --out (without it, or --resume, an existing file is refused)")
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     from fsad.ablation import register_ablation_cli
+    from fsad.checkpoint import register_checkpoint_cli
     from fsad.train import register_train_cli
 
     register_train_cli(commands)
     register_ablation_cli(commands)
+    register_checkpoint_cli(commands)
 
     batch = commands.add_parser("batch", help="run notebooks over a parameter grid with papermill")
     batch.add_argument("grid", help="grid YAML (see notebooks/grids/)")
@@ -119,16 +124,9 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
 
 
 def cmd_batch(args: argparse.Namespace) -> int:
-    import yaml
+    from fsad.runner import format_statuses, parse_overrides, run_batch
 
-    from fsad.runner import format_statuses, run_batch
-
-    overrides = {}
-    for item in args.set:
-        if "=" not in item:
-            raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
-        key, value = item.split("=", 1)
-        overrides[key] = yaml.safe_load(value)
+    overrides = parse_overrides(args.set)
     statuses, csv_path = run_batch(args.grid, args.runs_dir, resume=args.resume, overrides=overrides)
     print(format_statuses(statuses))
     print(f"collected results: {csv_path}")
@@ -140,7 +138,7 @@ def cmd_report(args: argparse.Namespace) -> int:
 
     cells = load_cells(args.sources)
     if not cells:
-        raise ValueError(f"No evaluation cells found in {args.sources}.")
+        raise FsadError(f"No evaluation cells found in {args.sources}.")
     print(markdown_report(cells, metrics=args.metrics, methods=args.methods, macro=args.macro), end="")
     return 0
 
@@ -149,7 +147,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     """Every notebook in smoke mode on the synthetic set (generated if missing), as a papermill batch."""
     from fsad.paths import notebooks_dir, runs_dir
     from fsad.runner import format_statuses, run_batch
+    from fsad.utils import check_output_dir
 
+    check_output_dir(args.runs_dir, "--runs-dir")
     overrides = {"device": args.device} if args.device != "auto" else None
     root = Path(args.runs_dir).resolve() if args.runs_dir else runs_dir()
     statuses, csv_path = run_batch(notebooks_dir() / "grids" / "smoke.yaml", root,
@@ -165,8 +165,9 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     try:
         return int(args.func(args) or 0)
-    except (ValueError, FileNotFoundError, RuntimeError) as error:
-        # Bad input: one clear line, no traceback, exit 2 (argparse's convention for usage errors).
+    except FsadError as error:
+        # Bad input: one clear line, no traceback, exit 2 (argparse's convention for usage errors). Anything
+        # else (CUDA out of memory, a shape bug) is not the user's input and keeps its traceback.
         print(f"error: {error}", file=sys.stderr)
         return 2
 

@@ -13,6 +13,7 @@ from pathlib import Path
 
 import nbformat
 
+from fsad.errors import OutputError, OutputExistsError
 from fsad.paths import notebooks_dir
 
 SOLUTION_TAG = "solution"
@@ -44,11 +45,11 @@ def copy_notebooks(destination: str | Path, *, student: bool = False, force: boo
     source = Path(source) if source is not None else notebooks_dir()
     destination = Path(destination).expanduser().resolve()
     if destination.exists() and not destination.is_dir():
-        raise NotADirectoryError(f"{destination} is a file; give a folder to copy the notebooks into.")
+        raise OutputError(f"{destination} is a file; give a folder to copy the notebooks into.")
     notebooks = sorted(source.glob("[0-9][0-9]*.ipynb"))
     existing = [destination / n.name for n in notebooks if (destination / n.name).exists()]
     if existing and not force:
-        raise FileExistsError(f"{existing[0]} already exists ({len(existing)} notebooks in {destination} would be "
+        raise OutputExistsError(f"{existing[0]} already exists ({len(existing)} notebooks in {destination} would be "
                               "replaced): choose another folder, or pass --force to overwrite them.")
     destination.mkdir(parents=True, exist_ok=True)
     written = []

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import dataclasses
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
@@ -21,10 +22,11 @@ from data_tools.manifests import check_manifest_files, default_manifest_path, lo
     save_manifest, support_files
 from fsad.anomaly_map import anomaly_maps, image_scores
 from fsad.augment import AUGMENT_FAMILIES
+from fsad.errors import CheckpointError, ConfigError, OutputExistsError
 from fsad.methods import METHODS, GaussianMethod
 from fsad.metrics import aupro, f1_max, image_auroc, pixel_auroc
-from fsad.results import ResultsFile, format_table, summarise
-from fsad.utils import environment_info, resolve_device, seed_everything, sha256_file, synchronize
+from fsad.results import ResultsFile, check_resume, format_table, read_results_for_resume, summarise
+from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file, synchronize
 
 # The paper's default STN mode for MVTec (Table 6: rotation+scale is best there).
 DEFAULT_STN_MODE = "rotation_scale"
@@ -57,27 +59,116 @@ class EvaluationConfig:
     device: str = "auto"
     seed: int = 0
     resume: bool = False
+    overwrite: bool = False
 
     def resume_key(self) -> dict[str, Any]:
-        """The options a resumed file must share with this run (everything but the cell list)."""
+        """The options a resumed file must share with this run (everything but the cell list and how it runs).
+
+        The method is part of it: resuming with another ``--method`` into the same file would mix methods
+        under a header that describes one.
+        """
         key = dataclasses.asdict(self)
-        for name in ("categories", "ks", "runs", "out", "resume", "device", "method"):
+        for name in ("categories", "ks", "runs", "out", "resume", "overwrite", "device"):
             key.pop(name)
         return key
 
 
+#: Options that belong to some methods only: config field -> (methods it applies to, CLI flag). A field that
+#: differs from its default under another method is refused (naming the method it belongs to), never silently
+#: ignored and recorded as if it had been used. A new method-specific option is one row here.
+METHOD_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
+    "checkpoint": (("regad",), "--checkpoint"),
+    "stn_mode": (("regad",), "--stn-mode / --no-stn"),
+    "attention": (("regad",), "--attention"),
+    "dcn": (("regad",), "--dcn"),
+    "channel_subset": (("regad", "padim"), "--channel-subset"),
+    "coreset_ratio": (("patchcore",), "--coreset-ratio"),
+}
+# Values a method that lacks the option runs with anyway, so they are not refused: PaDiM and PatchCore have no STN.
+_INERT_VALUES: dict[str, tuple[Any, ...]] = {"stn_mode": (None,)}
+_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+             for f in dataclasses.fields(EvaluationConfig) if f.name in METHOD_OPTIONS}
+
+
+def check_method_options(config: EvaluationConfig) -> None:
+    """Refuse options that do not apply to ``config.method`` (see :data:`METHOD_OPTIONS`).
+
+    Raises:
+        ConfigError: e.g. ``--method patchcore --attention mam``: "--attention applies to --method regad only".
+    """
+    for name, (methods, flag) in METHOD_OPTIONS.items():
+        value = getattr(config, name)
+        if config.method in methods or value == _DEFAULTS[name] or value in _INERT_VALUES.get(name, ()):
+            continue
+        raise ConfigError(f"{flag} {value!r} applies to --method {' / '.join(methods)} only, not to --method "
+                          f"{config.method}; drop {flag.split(' / ')[0]} or choose --method {methods[0]}.")
+
+
+def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfig:
+    """``config`` for ``method``, with the options that do not apply to it reset to their defaults.
+
+    Example:
+        >>> base = EvaluationConfig(data_root="d", dataset="mvtec", categories=["bottle"], attention="mam")
+        >>> options_for_method(base, "patchcore").attention
+        'none'
+    """
+    reset = {name: _DEFAULTS[name] for name, (methods, _) in METHOD_OPTIONS.items()
+             if method not in methods and getattr(config, name) not in (_DEFAULTS[name], *_INERT_VALUES.get(name, ()))}
+    return dataclasses.replace(config, method=method, **reset)
+
+
 def _validate(config: EvaluationConfig) -> None:
+    from fsad.models.regad import IMAGE_SIZE_MULTIPLE
+
     if config.method not in METHODS:
-        raise ValueError(f"Unknown method {config.method!r}; choose one of {', '.join(METHODS)}.")
+        raise ConfigError(f"Unknown method {config.method!r}; choose one of {', '.join(METHODS)}.")
     if config.runs < 1:
-        raise ValueError(f"--runs must be at least 1 (got {config.runs}).")
+        raise ConfigError(f"--runs must be at least 1 (got {config.runs}).")
     if not config.categories:
-        raise ValueError("No categories given: pass --categories C1 C2 ... (see `python -m data_tools verify`).")
+        raise ConfigError("No categories given: pass --categories C1 C2 ... (see `python -m data_tools verify`).")
     bad_ks = [k for k in config.ks if k < 1]
     if bad_ks:
-        raise ValueError(f"k must be a positive number of supports (got {bad_ks}).")
-    if config.checkpoint and config.method != "regad":
-        raise ValueError(f"--checkpoint applies to --method regad only (got --method {config.method}).")
+        raise ConfigError(f"--k must be a positive number of supports (got {bad_ks}).")
+    size = config.image_size
+    if isinstance(size, bool) or not isinstance(size, int) or size < IMAGE_SIZE_MULTIPLE or size % IMAGE_SIZE_MULTIPLE:
+        raise ConfigError(f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, "
+                          f"or 64 for quick tests); got {size!r}.")
+    if config.channel_subset is not None and config.channel_subset < 1:
+        raise ConfigError(f"--channel-subset must be a positive number of channels (got {config.channel_subset}).")
+    if config.coreset_ratio is not None and not 0 < config.coreset_ratio <= 1:
+        raise ConfigError(f"--coreset-ratio must be in (0, 1], e.g. 0.1 keeps 10% of the bank "
+                          f"(got {config.coreset_ratio}).")
+    if config.resume and config.overwrite:
+        raise ConfigError("--resume and --overwrite exclude each other: --resume keeps the cells in --out, "
+                          "--overwrite replaces the file.")
+    check_method_options(config)
+
+
+def _deduplicated(config: EvaluationConfig) -> EvaluationConfig:
+    """The same category or k given twice would compute the same cells again: keep the first of each."""
+    categories, ks = list(dict.fromkeys(config.categories)), list(dict.fromkeys(config.ks))
+    if len(categories) == len(config.categories) and len(ks) == len(config.ks):
+        return config
+    warnings.warn(f"duplicate categories or k removed: evaluating categories {categories}, k {ks}", stacklevel=3)
+    return dataclasses.replace(config, categories=categories, ks=ks)
+
+
+def check_output(config: EvaluationConfig) -> None:
+    """Before any work: ``--out`` is writable, and an existing results file is resumed or explicitly overwritten.
+
+    Raises:
+        OutputError: ``--out`` is a folder, under a file, or not writable; with ``--resume``, an existing file
+            that is not a results file, or one written with another configuration (the differing keys named).
+        OutputExistsError: ``--out`` exists and neither ``--resume`` nor ``--overwrite`` was given.
+    """
+    out = check_output_file(config.out, "--out")
+    if not out.exists():
+        return
+    if config.resume:
+        check_resume(read_results_for_resume(out), config.resume_key(), out)
+    elif not config.overwrite:
+        raise OutputExistsError(f"--out {out} already exists (an earlier evaluation's results): pass --resume to "
+                                "compute only its missing cells, --overwrite to replace it, or choose another --out.")
 
 
 def resolve_manifest(config: EvaluationConfig) -> tuple[dict[str, Any], str]:
@@ -120,7 +211,7 @@ def _check_ks(manifest: dict[str, Any], config: EvaluationConfig) -> None:
                 problems.append(f"{category}: the manifest has {len(entry['supports'][str(k)])} runs for k={k}, "
                                 f"{config.runs} requested")
     if problems:
-        raise ValueError("Cannot draw the requested support sets: " + "; ".join(problems) +
+        raise ConfigError("Cannot draw the requested support sets: " + "; ".join(problems) +
                          ". Lower --k/--runs for these categories, or pass a --manifest that has them.")
 
 
@@ -139,11 +230,11 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
         # Leave-one-out: a checkpoint has seen every category of its dataset but its target, so on the same
         # dataset it may score only that target (another dataset is entirely unseen and fine).
         if payload.get("dataset") == config.dataset and list(config.categories) != [payload.get("target")]:
-            raise ValueError(f"Checkpoint {config.checkpoint} was trained on {config.dataset} leaving out "
-                             f"{payload.get('target')!r}; evaluating it on {config.categories} would score categories "
-                             "it trained on. Evaluate each category with the checkpoint that left it out "
-                             f"(--categories {payload.get('target')}).")
-        model = load_model(payload)
+            raise CheckpointError(f"Checkpoint {config.checkpoint} was trained on {config.dataset} leaving out "
+                                  f"{payload.get('target')!r}; evaluating it on {config.categories} would score "
+                                  "categories it trained on. Evaluate each category with the checkpoint that left it out "
+                                  f"(--categories {payload.get('target')}).")
+        model = load_model(payload, config.checkpoint)
         provenance["checkpoint"] = {"path": str(config.checkpoint), "sha256": sha256_file(config.checkpoint),
                                     "target": payload.get("target"), "epoch": payload.get("epoch")}
         provenance["weights"] = payload.get("weights")
@@ -154,6 +245,10 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
                            attention=config.attention, dcn=config.dcn, backbone_state_dict=state_dict)
         provenance["weights"] = info.to_dict()
     model = model.to(device).eval()
+    channels = getattr(model, "embed_channels", None)
+    if config.channel_subset is not None and isinstance(channels, int) and config.channel_subset > channels:
+        raise ConfigError(f"--channel-subset {config.channel_subset} is larger than the {channels} feature channels "
+                          f"of {config.backbone}; choose at most {channels}.")
 
     if config.method == "patchcore":
         from fsad.patchcore import PatchCoreMethod
@@ -181,6 +276,8 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
         The results document (also written to ``config.out``).
     """
     _validate(config)
+    config = _deduplicated(config)
+    check_output(config)
     device = resolve_device(config.device)
     for category in config.categories:
         check_category(config.data_root, config.dataset, category)
@@ -261,5 +358,5 @@ def config_from_args(args: Any) -> EvaluationConfig:
         checkpoint=args.checkpoint, stn_mode=stn_mode, augment_families=list(families),
         image_size=args.image_size, manifest=args.manifest, channel_subset=args.channel_subset,
         coreset_ratio=args.coreset_ratio, attention=args.attention, dcn=args.dcn, device=args.device,
-        seed=args.seed, resume=args.resume,
+        seed=args.seed, resume=args.resume, overwrite=getattr(args, "overwrite", False),
     )

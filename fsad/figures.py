@@ -30,6 +30,7 @@ import numpy as np
 import torch
 
 from fsad import paper
+from fsad.errors import ConfigError, FsadError, MissingFileError
 from fsad.results import RESULTS_FORMAT, mean_std
 from fsad.utils import atomic_write_json, atomic_write_text
 
@@ -47,8 +48,8 @@ AUGMENTED_PATCHCORE = "patchcore_aug"
 def _results_documents(source: str | Path) -> list[dict[str, Any]]:
     path = Path(source)
     if not path.exists():
-        raise FileNotFoundError(f"Results path {path} does not exist. Pass a results JSON written by "
-                                "`python -m fsad evaluate --out ...` or a folder holding such files (e.g. runs/<grid>).")
+        raise MissingFileError(f"Results path {path} does not exist. Pass a results JSON written by "
+                               "`python -m fsad evaluate --out ...` or a folder holding such files (e.g. runs/<grid>).")
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     documents = []
     for file in files:
@@ -57,12 +58,12 @@ def _results_documents(source: str | Path) -> list[dict[str, Any]]:
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             if path.is_dir():
                 continue  # a folder may hold other JSON (context.json, manifests); skip what is not ours
-            raise ValueError(f"{file} is not valid JSON ({error}).") from error
+            raise FsadError(f"{file} is not valid JSON ({error}).") from error
         if isinstance(document, dict) and document.get("format") == RESULTS_FORMAT:
             document["_path"] = str(file)
             documents.append(document)
         elif not path.is_dir():
-            raise ValueError(f"{file} is not a {RESULTS_FORMAT} results file (written by run_evaluation).")
+            raise FsadError(f"{file} is not a {RESULTS_FORMAT} results file (written by run_evaluation).")
     return documents
 
 
@@ -165,22 +166,25 @@ def method_config(base: Any, column: str, category: str, out_dir: str | Path | N
 
     columns = (*METHODS, AUGMENTED_PATCHCORE)
     if column not in columns:
-        raise ValueError(f"Unknown method {column!r}; choose from {', '.join(columns)}.")
+        raise ConfigError(f"Unknown method {column!r}; choose from {', '.join(columns)}.")
     method = "patchcore" if column == AUGMENTED_PATCHCORE else column
     families = [] if column == "patchcore" else list(base.augment_families)
     if column == AUGMENTED_PATCHCORE and not families:
-        raise ValueError("patchcore_aug needs augmentation families (augment_families is empty); "
+        raise ConfigError("patchcore_aug needs augmentation families (augment_families is empty); "
                          "use 'patchcore' for the bank of the k supports alone.")
     checkpoint = None
     if checkpoint_dir is not None and method == "regad":
         checkpoint = Path(checkpoint_dir) / category / "last.pt"
         if not checkpoint.is_file():
-            raise FileNotFoundError(f"No checkpoint {checkpoint} for {category}. Train it with `python -m fsad "
-                                    f"train --data-root ... --target {category} --out {checkpoint.parent}`, "
-                                    "or set checkpoint_dir = None for the training-free RegAD.")
+            raise MissingFileError(f"No checkpoint {checkpoint} for {category}. Train it with `python -m fsad "
+                                   f"train --data-root ... --target {category} --out {checkpoint.parent}`, "
+                                   "or set checkpoint_dir = None for the training-free RegAD.")
     out = str(Path(out_dir) / column / f"{category}.json") if out_dir is not None else base.out
-    return replace(base, method=method, categories=[category], checkpoint=str(checkpoint) if checkpoint else None,
-                   augment_families=families, out=out, resume=resume)
+    from fsad.evaluate import options_for_method  # options of the base's method that do not apply here are reset
+
+    return replace(options_for_method(base, method), categories=[category],
+                   checkpoint=str(checkpoint) if checkpoint else None, augment_families=families, out=out,
+                   resume=resume, overwrite=base.overwrite and not resume)
 
 
 def evaluate_methods(base: Any, methods: Sequence[str], out_dir: str | Path, checkpoint_dir: str | Path | None = None,

@@ -25,11 +25,13 @@ import numpy as np
 from scipy import ndimage
 from sklearn.metrics import precision_recall_curve, roc_auc_score
 
+from fsad.errors import FsadError
+
 # AUPRO integration limit: FPR up to 30% (MVTec AD evaluation protocol, Bergmann et al.).
 AUPRO_FPR_LIMIT = 0.3
 
 
-class MetricError(ValueError):
+class MetricError(FsadError):
     """A metric is undefined for the given input (e.g. only one class present)."""
 
 

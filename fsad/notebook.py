@@ -12,6 +12,7 @@ from typing import Any
 
 import torch
 
+from fsad.errors import ConfigError, MissingFileError
 from fsad.paths import runs_dir
 from fsad.utils import environment_info, resolve_device, seed_everything
 
@@ -68,13 +69,13 @@ def setup(*, data_root: str | None, dataset: str, device: str = "auto", backbone
         from data_tools.synthetic import ensure_synthetic_dataset
 
         if dataset != "synthetic":
-            raise ValueError(f"dataset={dataset!r} needs a data_root (the synthetic set is the only embedded one).")
+            raise ConfigError(f"dataset={dataset!r} needs a data_root (the synthetic set is the only embedded one).")
         root = Path(ensure_synthetic_dataset(seed=0))
     else:
         root = Path(data_root).expanduser()
         if not root.is_dir():
-            raise FileNotFoundError(f"data_root {root} does not exist. Use data_root=None for the synthetic set, or "
-                                    "see README 'Getting MVTec AD and MPDD' (python -m data_tools download ...).")
+            raise MissingFileError(f"data_root {root} does not exist. Use data_root=None for the synthetic set, or "
+                                   "see README 'Getting MVTec AD and MPDD' (python -m data_tools download ...).")
     resolved_backbone = default_backbone() if backbone == "auto" else backbone
     out = Path(output_dir) if output_dir else runs_dir() / "notebooks" / notebook
     out.mkdir(parents=True, exist_ok=True)

@@ -66,7 +66,9 @@ def notebooks_dir() -> Path:
     shipped = _PACKAGE_DIR / WHEEL_NOTEBOOKS
     if shipped.is_dir():
         return shipped
-    raise FileNotFoundError(
+    from fsad.errors import MissingFileError
+
+    raise MissingFileError(
         f"The kit's notebooks are neither in a source checkout nor in the installed package ({shipped}). "
         "Reinstall fsad-kit from a wheel built by `python -m build` (it carries them) or clone the repository."
     )

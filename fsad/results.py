@@ -16,6 +16,7 @@ from typing import Any, Iterable, Sequence
 
 import numpy as np
 
+from fsad.errors import FsadError, MissingFileError, OutputError
 from fsad.utils import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT = "fsad-results-v1"
@@ -44,13 +45,8 @@ class ResultsFile:
         self.header = header
         self.cells: list[dict[str, Any]] = []
         if resume and self.path.exists():
-            previous = json.loads(self.path.read_text())
-            if previous.get("resume_key") != header.get("resume_key"):
-                raise ValueError(
-                    f"--resume: {self.path} was written with a different configuration "
-                    f"({previous.get('resume_key')} != {header.get('resume_key')}). "
-                    "Use another --out, or drop --resume to overwrite it."
-                )
+            previous = read_results_for_resume(self.path)
+            check_resume(previous, header.get("resume_key") or {}, self.path)
             self.cells = list(previous.get("cells", []))
 
     def done(self) -> set[tuple]:
@@ -67,6 +63,39 @@ class ResultsFile:
     def write(self) -> None:
         atomic_write_json(self.path, self.document())
         atomic_write_text(self.path.with_suffix(".csv"), summary_csv(summarise(self.cells)))
+
+
+def read_results_for_resume(path: str | Path) -> dict[str, Any]:
+    """The results document at ``path`` (the ``--out`` of a run being resumed).
+
+    Raises:
+        OutputError: not valid JSON, or not a results file; the message names the file and says it is ``--out``.
+    """
+    path = Path(path)
+    try:
+        document = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as error:
+        raise OutputError(f"--resume: the --out results file {path} is corrupt (not valid JSON: {error}); "
+                          "move it away and run without --resume, or pass --overwrite to replace it.") from None
+    if not isinstance(document, dict) or document.get("format") != RESULTS_FORMAT:
+        raise OutputError(f"--resume: the --out file {path} is not a {RESULTS_FORMAT} results file; choose another "
+                          "--out, or pass --overwrite to replace it.")
+    return document
+
+
+def check_resume(previous: dict[str, Any], key: dict[str, Any], path: str | Path) -> None:
+    """Refuse to resume a results file written with other options; the message names each differing key.
+
+    Files written before the method became part of the resume key carry it in their ``config`` only.
+    """
+    recorded = dict(previous.get("resume_key") or {})
+    if "method" in key and "method" not in recorded:
+        recorded["method"] = (previous.get("config") or {}).get("method")
+    differing = [name for name in sorted(set(recorded) | set(key)) if recorded.get(name) != key.get(name)]
+    if differing:
+        details = "; ".join(f"{name}: file has {recorded.get(name)!r}, this run {key.get(name)!r}" for name in differing)
+        raise OutputError(f"--resume: {path} was written with other options ({details}). Resume with the same "
+                          "options, choose another --out, or pass --overwrite instead of --resume to replace it.")
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
@@ -170,7 +199,7 @@ def load_results(sources: str | Path | Iterable[str | Path]):
     for source in sources:
         path = Path(source)
         if not path.exists():
-            raise FileNotFoundError(f"Results path {path} does not exist: pass results JSON files written by "
+            raise MissingFileError(f"Results path {path} does not exist: pass results JSON files written by "
                                     "`python -m fsad evaluate --out ...` or folders holding them.")
         if path.is_dir():
             files.extend(sorted(path.rglob("*.json")))
@@ -183,11 +212,11 @@ def load_results(sources: str | Path | Iterable[str | Path]):
             document = json.loads(file.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError) as error:
             if file in named:
-                raise ValueError(f"{file} is not a results JSON ({error}).") from error
+                raise FsadError(f"{file} is not a results JSON ({error}).") from error
             continue
         if not isinstance(document, dict) or document.get("format") != RESULTS_FORMAT:
             if file in named:
-                raise ValueError(f"{file} is not a {RESULTS_FORMAT} results file written by `python -m fsad evaluate`.")
+                raise FsadError(f"{file} is not a {RESULTS_FORMAT} results file written by `python -m fsad evaluate`.")
             continue
         config = document.get("config", {})
         weights = document.get("weights") or {}

@@ -26,9 +26,10 @@ from typing import Any, Iterable
 
 import yaml
 
+from fsad.errors import ConfigError, MissingFileError
 from fsad.paths import runs_dir as default_runs_dir
 from fsad.paths import source_checkout
-from fsad.utils import atomic_write_json, atomic_write_text
+from fsad.utils import atomic_write_json, atomic_write_text, check_output_dir
 
 KERNEL_NAME = "python3"  # the kernel of the interpreter running the batch (papermill's default)
 
@@ -56,13 +57,33 @@ def _slug(parameters: dict[str, Any]) -> str:
     return f"{text}_{digest}"
 
 
+def _yaml_problem(error: yaml.YAMLError) -> str:
+    """One line out of PyYAML's multi-line message: what is wrong and where."""
+    mark = getattr(error, "problem_mark", None)
+    where = f" at line {mark.line + 1}, column {mark.column + 1}" if mark is not None else ""
+    problem = getattr(error, "problem", None) or str(error).splitlines()[0]
+    return f"{problem}{where}"
+
+
 def load_grid(path: str | Path) -> dict[str, Any]:
+    """Read a grid YAML file.
+
+    Raises:
+        MissingFileError: no such file. ConfigError: malformed YAML or no ``jobs`` list (the file is named).
+    """
     path = Path(path)
     if not path.is_file():
-        raise FileNotFoundError(f"Grid file {path} does not exist (examples: notebooks/grids/*.yaml).")
-    grid = yaml.safe_load(path.read_text())
+        raise MissingFileError(f"Grid file {path} does not exist (examples: notebooks/grids/*.yaml).")
+    try:
+        grid = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except yaml.YAMLError as error:
+        raise ConfigError(f"Grid file {path} is not valid YAML ({_yaml_problem(error)}).") from None
+    except UnicodeDecodeError as error:
+        raise ConfigError(f"Grid file {path} is not UTF-8 text ({error}).") from None
     if not isinstance(grid, dict) or not grid.get("jobs"):
-        raise ValueError(f"{path}: a grid needs a 'jobs' list (see fsad/runner.py's docstring for the format).")
+        raise ConfigError(f"{path}: a grid needs a 'jobs' list (see fsad/runner.py's docstring for the format).")
+    if not isinstance(grid["jobs"], list) or not all(isinstance(job, dict) and "notebook" in job for job in grid["jobs"]):
+        raise ConfigError(f"{path}: 'jobs' must be a list of mappings, each with a 'notebook' key.")
     grid.setdefault("name", path.stem)
     grid["_file"] = str(path.resolve())
     return grid
@@ -84,13 +105,36 @@ def resolve_notebook(notebook: str | Path, grid_file: str | Path | None) -> Path
     return path
 
 
+def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
+    """``--set KEY=VALUE`` items as a dict, each value parsed as YAML (``k=[2, 4]`` gives a list).
+
+    Raises:
+        ConfigError: an item without ``=``, or a value that is not valid YAML (the item is named).
+
+    Example:
+        >>> parse_overrides(["k=[2, 4]", "smoke=true"])
+        {'k': [2, 4], 'smoke': True}
+    """
+    overrides = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"--set expects KEY=VALUE, got {item!r}.")
+        try:
+            overrides[key] = yaml.safe_load(value)
+        except yaml.YAMLError as error:
+            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
+                              "quote strings that hold ':' or brackets.") from None
+    return overrides
+
+
 def expand_jobs(grid: dict[str, Any], runs_dir: Path, overrides: dict[str, Any] | None = None) -> list[Job]:
     """Cartesian product of each job's grid, with shared parameters, job parameters and overrides merged."""
     jobs = []
     for entry in grid["jobs"]:
         notebook = resolve_notebook(entry["notebook"], grid.get("_file"))
         if not notebook.is_file():
-            raise FileNotFoundError(f"Grid {grid['name']!r} names {notebook}, which does not exist.")
+            raise MissingFileError(f"Grid {grid['name']!r} names {notebook}, which does not exist.")
         axes = entry.get("grid", {}) or {}
         names = sorted(axes)
         for values in itertools.product(*(axes[n] if isinstance(axes[n], list) else [axes[n]] for n in names)):
@@ -167,7 +211,9 @@ def run_batch(grid_path: str | Path, runs_root: str | Path | None = None, resume
     from tqdm.auto import tqdm
 
     grid = load_grid(grid_path)
-    runs_dir = Path(runs_root if runs_root is not None else default_runs_dir()).resolve() / grid["name"]
+    runs_root = Path(runs_root if runs_root is not None else default_runs_dir()).resolve()
+    check_output_dir(runs_root, "--runs-dir")  # before any notebook runs
+    runs_dir = runs_root / grid["name"]
     jobs = expand_jobs(grid, runs_dir, overrides)
     statuses = []
     for job in tqdm(jobs, desc=f"batch {grid['name']}"):

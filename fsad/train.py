@@ -43,7 +43,7 @@ Example:
     >>> config = TrainConfig(data_root="data/synthetic", dataset="synthetic", target="washer",
     ...                      out="runs/train/washer", epochs=2, batch_size=4, image_size=64, weights="random")
     >>> last = train(config)          # runs/train/washer/last.pt
-    >>> torch.load(last, weights_only=False)["epoch"]
+    >>> read_checkpoint(last)["epoch"]  # fsad-checkpoint-v2: loaded with torch.load(weights_only=True)
     2
 """
 from __future__ import annotations
@@ -61,8 +61,9 @@ import torch
 from tqdm.auto import tqdm
 
 from data_tools.datasets import check_category, image_files, list_categories, load_image
-from fsad.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint
-from fsad.utils import atomic_torch_save, atomic_write_text, resolve_device, seed_everything
+from fsad.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, save_checkpoint
+from fsad.errors import ConfigError, OutputExistsError, TrainingDiverged
+from fsad.utils import atomic_write_text, check_output_dir, resolve_device, seed_everything
 
 # Paper Sec. 5.1 and the authors' train.py defaults.
 DEFAULT_EPOCHS = 50
@@ -155,17 +156,22 @@ def validate_config(config: TrainConfig) -> None:
     from fsad.models.stn import STN_MODES
 
     if config.pairing not in PAIRINGS:
-        raise ValueError(f"Unknown pairing {config.pairing!r}; choose one of {', '.join(PAIRINGS)}.")
+        raise ConfigError(f"Unknown pairing {config.pairing!r}; choose one of {', '.join(PAIRINGS)}.")
     if config.stn_mode is not None and config.stn_mode not in STN_MODES:
-        raise ValueError(f"Unknown STN mode {config.stn_mode!r}; choose one of {', '.join(sorted(STN_MODES))} "
+        raise ConfigError(f"Unknown STN mode {config.stn_mode!r}; choose one of {', '.join(sorted(STN_MODES))} "
                          "or None (--no-stn).")
     for name in ("epochs", "batch_size", "support_k", "image_size"):
         if getattr(config, name) < 1:
-            raise ValueError(f"{name} must be at least 1 (got {getattr(config, name)}).")
+            raise ConfigError(f"{name} must be at least 1 (got {getattr(config, name)}).")
+    from fsad.models.regad import IMAGE_SIZE_MULTIPLE
+
+    if config.image_size % IMAGE_SIZE_MULTIPLE:
+        raise ConfigError(f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, or "
+                          f"64 for quick tests); got {config.image_size}.")
     if config.lr <= 0:
-        raise ValueError(f"lr must be positive (got {config.lr}).")
+        raise ConfigError(f"lr must be positive (got {config.lr}).")
     if config.max_steps_per_epoch is not None and config.max_steps_per_epoch < 1:
-        raise ValueError(f"max_steps_per_epoch must be at least 1 or None (got {config.max_steps_per_epoch}).")
+        raise ConfigError(f"max_steps_per_epoch must be at least 1 or None (got {config.max_steps_per_epoch}).")
 
 
 def training_categories(config: TrainConfig) -> list[str]:
@@ -179,17 +185,17 @@ def training_categories(config: TrainConfig) -> list[str]:
     present = list_categories(config.data_root, config.dataset)
     if config.train_categories is not None:
         if config.target in config.train_categories:
-            raise ValueError(f"train_categories contains the target {config.target!r}: leave-one-category-out "
+            raise ConfigError(f"train_categories contains the target {config.target!r}: leave-one-category-out "
                              "training must never see the category it will be evaluated on.")
         missing = sorted(set(config.train_categories) - set(present))
         if missing:
-            raise ValueError(f"train_categories {missing} are not under {config.data_root}; "
+            raise ConfigError(f"train_categories {missing} are not under {config.data_root}; "
                              f"present: {', '.join(present)}.")
         categories = sorted(set(config.train_categories))
     else:
         categories = [c for c in present if c != config.target]
     if not categories:
-        raise ValueError(f"Nothing to train on: {config.data_root} holds no category besides the target "
+        raise ConfigError(f"Nothing to train on: {config.data_root} holds no category besides the target "
                          f"{config.target!r}. Leave-one-out training needs at least two categories.")
     assert config.target not in categories  # the protocol's one hard rule
     return categories
@@ -209,7 +215,7 @@ def training_files(config: TrainConfig, categories: Sequence[str]) -> dict[str, 
             problems.append(f"{category}: {len(found)} train/good images in {folder}, {needed} needed")
         files[category] = found
     if problems:
-        raise ValueError("Too few normal training images for the pairing: " + "; ".join(problems) +
+        raise ConfigError("Too few normal training images for the pairing: " + "; ".join(problems) +
                          ". Use --pairing pair, a smaller --support-k, or leave these categories out "
                          "(train_categories).")
     return files
@@ -318,8 +324,9 @@ def _rng_state() -> dict[str, Any]:
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
-    random.setstate(state["python"])
-    np.random.set_state(state["numpy"])
+    version, internal, gauss = state["python"]  # JSON in the checkpoint turns tuples into lists
+    random.setstate((version, tuple(internal), gauss))
+    np.random.set_state(tuple(state["numpy"]))
     torch.set_rng_state(state["torch"])
     if state.get("cuda") is not None and torch.cuda.is_available():
         torch.cuda.set_rng_state_all(state["cuda"])
@@ -378,12 +385,12 @@ def train(config: TrainConfig, progress: bool = True,
         ``<out>/last.pt``.
 
     Raises:
-        DatasetError / ValueError: bad root, target, categories or options (clear message).
+        DatasetError / ConfigError (FsadError): bad root, target, categories or options (clear message).
         CheckpointError: ``--resume`` with a checkpoint of other settings.
-        FileExistsError: ``<out>/last.pt`` exists and ``resume`` is False.
+        OutputExistsError (a FileExistsError): ``<out>/last.pt`` exists and ``resume`` is False.
     """
     validate_config(config)
-    out = Path(config.out)
+    out = check_output_dir(config.out, "--out")
     last = out / LAST_CHECKPOINT
     categories = training_categories(config)
     files = training_files(config, categories)
@@ -392,7 +399,8 @@ def train(config: TrainConfig, progress: bool = True,
     payload = None
     if last.exists():
         if not config.resume:
-            raise FileExistsError(f"{last} exists. Pass --resume to continue that run, or choose another --out.")
+            raise OutputExistsError(f"{last} exists (an earlier training run): pass --resume to continue it, "
+                                    "or choose another --out.")
         payload = read_checkpoint(last)
         _check_resume(payload, config, last)
         if int(payload["epoch"]) >= config.epochs:
@@ -447,7 +455,7 @@ def train(config: TrainConfig, progress: bool = True,
         seconds = time.perf_counter() - started
         values = losses.cpu().tolist()
         if not all(np.isfinite(values)):
-            raise RuntimeError(f"Training diverged at epoch {epoch + 1} (loss {values}); lower --lr.")
+            raise TrainingDiverged(f"Training diverged at epoch {epoch + 1} (loss {values}); lower --lr.")
         scheduler.step()
         mean_loss = float(np.mean(values))
         history.append({"epoch": epoch + 1, "mean_loss": mean_loss, "lr": lr, "steps": len(plan),
@@ -469,9 +477,9 @@ def train(config: TrainConfig, progress: bool = True,
             "history": history,
             "model_selection": "last epoch (no look at the target category)",
         }
-        atomic_torch_save(state, last)
+        save_checkpoint(state, last)
         if config.keep_epochs:
-            atomic_torch_save(state, out / f"epoch_{epoch + 1:03d}.pt")
+            save_checkpoint(state, out / f"epoch_{epoch + 1:03d}.pt")
         _append_csv(step_log, [[epoch + 1, s, f"{v:.6f}", f"{lr:.6g}"] for s, v in enumerate(values)])
         _append_csv(epoch_log, [[epoch + 1, f"{mean_loss:.6f}", f"{lr:.6g}", len(plan), f"{seconds:.3f}"]])
         epochs_bar.set_postfix(loss=f"{mean_loss:.4f}", s_per_epoch=f"{seconds:.1f}")

@@ -15,6 +15,8 @@ from typing import Any, Iterator
 import numpy as np
 import torch
 
+from fsad.errors import ConfigError, DeviceError, OutputError
+
 
 def resolve_device(name: str = "auto") -> torch.device:
     """Turn ``auto|cpu|cuda|cuda:N`` into a device, refusing CUDA when there is none.
@@ -28,7 +30,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda"):
         if not torch.cuda.is_available():
-            raise RuntimeError(
+            raise DeviceError(
                 f"--device {name} was requested but CUDA is not available on this machine "
                 f"(torch {torch.__version__}, torch.cuda.is_available() is False). "
                 "Use --device cpu, or --device auto to pick CUDA only when present."
@@ -36,7 +38,7 @@ def resolve_device(name: str = "auto") -> torch.device:
         return torch.device(name)
     if name == "cpu":
         return torch.device("cpu")
-    raise ValueError(f"Unknown device {name!r}: expected one of auto, cpu, cuda, cuda:N.")
+    raise ConfigError(f"Unknown device {name!r}: expected one of auto, cpu, cuda, cuda:N.")
 
 
 def seed_everything(seed: int) -> None:
@@ -80,13 +82,87 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             tmp.unlink()
 
 
+def _existing_ancestor(path: Path) -> Path:
+    for candidate in (path, *path.parents):
+        if candidate.exists():
+            return candidate
+    return Path.cwd()
+
+
+def _probe_writable(folder: Path, option: str, target: Path) -> None:
+    """Create and delete a temporary file in ``folder``: the one check that also holds for root and read-only mounts."""
+    try:
+        with tempfile.TemporaryFile(dir=folder):
+            pass
+    except OSError as error:
+        raise OutputError(f"{option} {target}: cannot write in {folder} ({error.strerror or error}); "
+                          f"choose another {option} or fix the folder's permissions.") from None
+
+
+def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, before any work, that a results file can be written at ``path`` (its folders may not exist yet).
+
+    Raises:
+        OutputError: ``path`` is a folder, a parent is a file, or the folder is not writable; the message names
+            ``option`` and the path.
+
+    Example:
+        >>> check_output_file("/tmp/fsad-example/results.json").name
+        'results.json'
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise OutputError(f"{option} {path} is a folder; pass a file path such as {path / 'results.json'}.")
+    ancestor = _existing_ancestor(path.parent)
+    if not ancestor.is_dir():
+        raise OutputError(f"{option} {path}: {ancestor} is a file, not a folder; choose another {option}.")
+    _probe_writable(ancestor, option, path)
+    return path
+
+
+def check_output_dir(path: str | os.PathLike, option: str = "--out") -> Path:
+    """Check, before any work, that ``path`` is (or can be created as) a writable folder.
+
+    Raises:
+        OutputError: ``path`` or a parent is a file, or the folder is not writable (option and path named).
+    """
+    path = Path(path)
+    ancestor = _existing_ancestor(path)
+    if not ancestor.is_dir():
+        what = "is a file" if ancestor == path else f"is inside {ancestor}, which is a file"
+        raise OutputError(f"{option} {path} {what}, not a folder; choose another {option}.")
+    _probe_writable(ancestor, option, path)
+    return path
+
+
 def atomic_write_text(path: str | os.PathLike, text: str) -> None:
     with atomic_path(path) as tmp:
         tmp.write_text(text, encoding="utf-8")
 
 
 def atomic_write_json(path: str | os.PathLike, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=_json_default) + "\n")
+    """Write ``obj`` as strict JSON: NaN and infinities become ``null`` (bare ``NaN`` is not JSON, and strict
+    readers such as ``jq`` or browsers reject it); readers treat ``null`` as a missing value."""
+    text = json.dumps(json_safe(obj), indent=2, sort_keys=False, default=_json_default, allow_nan=False)
+    atomic_write_text(path, text + "\n")
+
+
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (NaN, ±inf; Python or NumPy) replaced by ``None``, recursively.
+
+    Example:
+        >>> json_safe({"a": float("nan"), "b": [1.0, np.float32("inf")]})
+        {'a': None, 'b': [1.0, None]}
+    """
+    if isinstance(value, dict):
+        return {key: json_safe(item) for key, item in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [json_safe(item) for item in value]
+    if isinstance(value, (float, np.floating)):
+        return float(value) if np.isfinite(value) else None
+    if isinstance(value, np.ndarray):
+        return json_safe(value.tolist())
+    return value
 
 
 def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:

@@ -41,6 +41,7 @@ import torch
 import torchvision
 from torch import nn
 
+from fsad.errors import WeightsError
 from fsad.models.backbone import backbone_spec
 from fsad.utils import atomic_torch_save, sha256_file
 
@@ -85,10 +86,6 @@ MOBILENET_V2_ONNX_NAME = "mobilenetv2-12-int8.onnx"
 MOBILENET_V2_NUM_CONVS = 52  # 1 stem + 2 (block 1) + 16 blocks x 3 + 1 head conv
 # Bumped whenever the conversion changes, so an old cache is never reused for a new recipe.
 _MOBILENET_CACHE_FORMAT = 1
-
-
-class WeightsError(RuntimeError):
-    """Weights are missing, corrupt, or do not fit the backbone; the message says what to do."""
 
 
 @dataclass

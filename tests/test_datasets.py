@@ -71,12 +71,16 @@ def test_load_image_grey_becomes_three_equal_channels(tmp_path: Path) -> None:
 
 def test_load_mask_binarises_then_nearest_resizes(tmp_path: Path) -> None:
     mask = np.zeros((4, 4), np.uint8)
-    mask[:, :2] = 1  # value 1, not 255: anything > 0 is defect
-    mask[3, 3] = 7
+    mask[:, :2] = 1  # value 1, not 255: a 0/1 mask is binary too
+    mask[3, 3] = 1
     out = load_mask(_png(tmp_path / "m.png", mask), 8)
     expected = np.repeat(np.repeat(mask > 0, 2, axis=0), 2, axis=1).astype(np.float32)
     assert out.shape == (1, 8, 8)
     np.testing.assert_array_equal(out[0].numpy(), expected)
+    np.testing.assert_array_equal(load_mask(_png(tmp_path / "m255.png", mask * 255), 8).numpy(), out.numpy())
+    mask[0, 3] = 7  # a third value (JPEG noise looks like this): refused by name, never binarised with > 0
+    with pytest.raises(DatasetError, match=r"m7\.png is not binary: it holds 3 distinct values \(0, 1, 7\)"):
+        load_mask(_png(tmp_path / "m7.png", mask), 8)
 
 
 def test_truncated_png_is_named(tmp_path: Path) -> None:

@@ -32,7 +32,7 @@ def test_results_file_resume_and_mismatch(tmp_path):
     assert path.with_suffix(".csv").read_text().startswith("method,category,k,runs")
     resumed = ResultsFile(path, {"resume_key": {"x": 1}}, resume=True)
     assert resumed.done() == {("regad", "a", 2, 0)}
-    with pytest.raises(ValueError, match="different configuration"):
+    with pytest.raises(ValueError, match=r"written with other options \(x: file has 1, this run 2\)"):
         ResultsFile(path, {"resume_key": {"x": 2}}, resume=True)
     fresh = ResultsFile(path, {"resume_key": {"x": 2}})
     assert fresh.done() == set()

@@ -36,7 +36,7 @@ def test_categories_cover_textures_objects_and_misalignment():
 def test_same_seed_gives_byte_identical_tree(small_root, tmp_path):
     again = syn.generate_synthetic_dataset(tmp_path / "b", seed=3, **SMALL)
     first, second = _tree_hashes(small_root), _tree_hashes(again)
-    assert len(first) == len(syn.expected_files(None, 3, 2, 2)) + 1  # + SYNTHETIC.json
+    assert len(first) == len(syn.expected_files(None, 3, 2, 2)) + 2  # + SYNTHETIC.json and the marker file
     assert first == second
 
 
