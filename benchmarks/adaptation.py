@@ -1,7 +1,9 @@
 """Adaptation time (k support images -> ready normal model) as a ratio to its compute bound.
 
-For each backbone the script times, in the same process, interleaved repeat by repeat (so load from other
-processes on a shared machine hits every row alike), the median of ``--repeats`` runs of:
+For each backbone the script times, in the same process, interleaved repeat by repeat in rotating order (so
+load from other processes on a shared machine hits every row alike), ``--repeats`` runs of the rows below,
+recording process CPU time beside wall time (``benchmarks/timing.py``; one intra-op thread by default) and
+reporting the median and the minimum:
 
 * **adaptation**: ``method.fit(supports)`` of :class:`fsad.methods.GaussianMethod` (``regad``: RegADModel with
   rotation_scale STNs; ``padim``: no STN) and :class:`fsad.patchcore.PatchCoreMethod` (``patchcore``, bank of
@@ -10,12 +12,12 @@ processes on a shared machine hits every row alike), the median of ``--repeats``
   as they would for a trained checkpoint (an untrained STN is the exact identity and is skipped).
   ``patchcore`` banks the k plain supports (``fsad.evaluate``'s default), ``patchcore-A`` the k*22 views.
 * **bound**: the work no implementation can avoid on the same shapes: the backbone forward of the same
-  k*22 augmented images (the faster of NCHW and channels_last input) + one batched Gram GEMM (float32) and
-  Cholesky (float64) over all positions: B x B Gram of the centred supports when B = k*22 < C (the exact
-  low-rank form of DESIGN.md), else the C x C covariance; each at the faster of 1 and torch's thread count.
+  k*22 augmented images (the faster of NCHW and channels_last input) + one batched Gram GEMM and Cholesky
+  (float32, as ``fsad.gaussian``) over all positions: B x B Gram of the centred supports when B = k*22 < C
+  (the exact low-rank form of DESIGN.md), else the C x C covariance.
   PatchCore's bound is the forward alone of the images it embeds (its fit is a reshape).
 
-ratio = adaptation / bound (goal <= 1.3). Weights: ResNet-18 random (timing does not depend on the values;
+ratio = adaptation / bound (goal <= 1.3), quoted on CPU time (on CUDA: wall time). Weights: ResNet-18 random (timing does not depend on the values;
 the ImageNet file may be absent), MobileNetV2 the shipped ImageNet weights (``fsad.weights``).
 
 Usage:
@@ -26,15 +28,16 @@ Usage:
 from __future__ import annotations
 
 import argparse
-import statistics
 import sys
-import time
 from pathlib import Path
 from typing import Any, Callable
 
 import torch
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from timing import configure_threads, interleaved, load_line, measure, ratio_clock  # noqa: E402
 
 from fsad.augment import AUGMENT_FAMILIES, augment_supports, views_per_image  # noqa: E402
 from fsad.gaussian import GAUSSIAN_EPS  # noqa: E402
@@ -42,7 +45,7 @@ from fsad.methods import DEFAULT_FEATURE_BATCH, GaussianMethod  # noqa: E402
 from fsad.models.backbone import STAGE_CHANNELS  # noqa: E402
 from fsad.models.regad import RegADModel  # noqa: E402
 from fsad.patchcore import PatchCoreMethod  # noqa: E402
-from fsad.utils import resolve_device, synchronize  # noqa: E402
+from fsad.utils import resolve_device  # noqa: E402
 
 METHOD_ROWS = ("regad", "regad-trainedSTN", "padim", "patchcore", "patchcore-A")
 # PatchCore's bank is the plain k supports by default (fsad.evaluate: 22 views multiply its
@@ -63,11 +66,8 @@ def backbone_weights(backbone: str) -> tuple[dict | None, str]:
 
 
 def timed(fn: Callable[[], Any], device: torch.device) -> float:
-    synchronize(device)
-    start = time.perf_counter()
-    fn()
-    synchronize(device)
-    return time.perf_counter() - start
+    """Wall seconds of one call (used only to pick layouts/thread settings; tables use timing.interleaved)."""
+    return measure(fn, device).wall
 
 
 def forward_fn(extractor: torch.nn.Module, images: torch.Tensor, channels_last: bool,
@@ -93,12 +93,12 @@ def best_forward(extractor: torch.nn.Module, images: torch.Tensor, device: torch
 
 
 def gram_cholesky_fn(n: int, c: int, positions: int, device: torch.device, threads: int | None) -> Callable:
-    """One batched Gram/covariance GEMM (float32) + Cholesky (float64) per position, chunked."""
+    """One batched Gram/covariance GEMM + Cholesky per position, float32 (as fsad.gaussian), chunked."""
     gen = torch.Generator().manual_seed(0)
     chunk = min(BOUND_CHUNK, positions) if device.type == "cpu" else positions
     a = torch.randn(chunk, n, c, generator=gen).to(device) / (max(n - 1, 1) ** 0.5)
     lowrank = n < c
-    eye = torch.eye(n if lowrank else c, dtype=torch.float64, device=device)
+    eye = torch.eye(n if lowrank else c, device=device)
 
     def run() -> None:
         old = torch.get_num_threads()
@@ -108,7 +108,7 @@ def gram_cholesky_fn(n: int, c: int, positions: int, device: torch.device, threa
             for start in range(0, positions, chunk):
                 m = min(chunk, positions - start)
                 g = a[:m] @ a[:m].mT if lowrank else a[:m].mT @ a[:m]
-                torch.linalg.cholesky(g.double() + GAUSSIAN_EPS * eye)
+                torch.linalg.cholesky(g + GAUSSIAN_EPS * eye)
         finally:
             torch.set_num_threads(old)
     return run
@@ -162,24 +162,22 @@ def run_backbone(backbone: str, args: argparse.Namespace, device: torch.device) 
     for method in methods.values():  # warm-up on one support (lazy init, kernel selection)
         method.fit(supports[:1])
 
-    samples: dict[str, list[float]] = {"forward": [], "forward_k": [], "linalg": [], **{row: [] for row in methods}}
-    for _ in range(args.repeats):
-        samples["forward"].append(timed(forward, device))
-        samples["forward_k"].append(timed(plain_forward, device))
-        samples["linalg"].append(timed(linalg, device))
-        for row, method in methods.items():
-            samples[row].append(timed(lambda: method.fit(supports), device))
-    med = {key: statistics.median(values) for key, values in samples.items()}
+    sides = {"forward": forward, "forward_k": plain_forward, "linalg": linalg,
+             **{row: (lambda m=method: m.fit(supports)) for row, method in methods.items()}}
+    stats = interleaved(sides, args.repeats, device)
     rows = []
     for row in methods:
         gaussian = not row.startswith("patchcore")
-        fwd = med["forward"] if AUGMENTED[row] else med["forward_k"]
-        linalg_s = med["linalg"] if gaussian else 0.0
-        bound = fwd + linalg_s
-        rows.append(dict(backbone=backbone, method=row, n=n if AUGMENTED[row] else args.k, c=c,
-                         adaptation=med[row], forward=fwd, linalg=linalg_s, bound=bound,
-                         ratio=med[row] / bound, layout=layout, linalg_threads=linalg_threads,
-                         form=("BxB" if n < c else "CxC") if gaussian else "-"))
+        fwd = stats["forward"] if AUGMENTED[row] else stats["forward_k"]
+        out = dict(backbone=backbone, method=row, n=n if AUGMENTED[row] else args.k, c=c, layout=layout,
+                   linalg_threads=linalg_threads, form=("BxB" if n < c else "CxC") if gaussian else "-")
+        for clock in ("cpu", "wall"):
+            linalg_s = stats["linalg"].seconds(clock) if gaussian else 0.0
+            bound = fwd.seconds(clock) + linalg_s
+            out[clock] = dict(adaptation=stats[row].seconds(clock), forward=fwd.seconds(clock), linalg=linalg_s,
+                              bound=bound, ratio=stats[row].seconds(clock) / bound,
+                              adaptation_min=getattr(stats[row], f"{clock}_min"))
+        rows.append(out)
     return rows
 
 
@@ -191,26 +189,32 @@ def main() -> None:
     parser.add_argument("--repeats", type=int, default=3, help="median of this many interleaved runs")
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--methods", nargs="+", default=list(METHOD_ROWS), choices=METHOD_ROWS)
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS intra-op threads (default 1)")
     args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
+    configure_threads(args.threads)
     device = resolve_device(args.device)
+    clock = ratio_clock(device)
     n = args.k * views_per_image()
     print(f"# Adaptation (augment + forward + fit) vs bound (forward of the same {n} views + Gram GEMM + "
           f"Cholesky), k={args.k}, {args.image_size} px, device={device}, torch {torch.__version__}, "
-          f"threads={torch.get_num_threads()}, median of {args.repeats}")
-    header = (f"{'backbone':<14}{'method':<18}{'N':>5}{'C':>5}{'form':>6}{'adapt s':>9}{'fwd s':>8}"
-              f"{'gram+chol s':>12}{'bound s':>9}{'ratio':>7}")
+          f"threads={torch.get_num_threads()}, {args.repeats} interleaved repeats; seconds are medians "
+          f"(min in brackets), ratios of median {clock} seconds and of median wall seconds")
+    print(load_line("start"))
+    header = (f"{'backbone':<14}{'method':<18}{'N':>5}{'C':>5}{'form':>6}{'adapt cpu s':>17}{'fwd cpu':>9}"
+              f"{'gram+chol':>10}{'bound cpu':>10}{'ratio cpu':>10}{'adapt wall s':>18}{'ratio wall':>11}")
     print(header)
     print("-" * len(header))
     for backbone in args.backbones:
         for r in run_backbone(backbone, args, device):
-            print(f"{r['backbone']:<14}{r['method']:<18}{r['n']:>5}{r['c']:>5}{r['form']:>6}{r['adaptation']:>9.2f}"
-                  f"{r['forward']:>8.2f}{r['linalg']:>12.2f}{r['bound']:>9.2f}{r['ratio']:>7.2f}", flush=True)
+            c, w = r["cpu"], r["wall"]
+            print(f"{r['backbone']:<14}{r['method']:<18}{r['n']:>5}{r['c']:>5}{r['form']:>6}"
+                  f"{c['adaptation']:>9.2f} ({c['adaptation_min']:5.2f}){c['forward']:>9.2f}{c['linalg']:>10.2f}"
+                  f"{c['bound']:>10.2f}{c['ratio']:>10.2f}{w['adaptation']:>10.2f} ({w['adaptation_min']:5.2f})"
+                  f"{w['ratio']:>11.2f}", flush=True)
         print(f"  ({backbone}: bound forward layout {r['layout']}, Gram+Cholesky at {r['linalg_threads']})")
-    print("\nratio = adaptation / bound (goal <= 1.3). 'form' = the Gaussian's exact form (BxB low-rank "
-          "Woodbury when N < C, else CxC). PatchCore's bound is the forward alone of the N images it banks.")
+    print(load_line("end"))
+    print(f"\nratio = adaptation / bound (goal <= 1.3), quoted on {clock} time. 'form' = the Gaussian's exact form "
+          "(BxB low-rank when N < C, else CxC). PatchCore's bound is the forward alone of the N images it banks.")
 
 
 if __name__ == "__main__":

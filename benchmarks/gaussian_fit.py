@@ -8,13 +8,19 @@ Contenders
   (fit) and ``scipy.spatial.distance.mahalanobis`` per position and test sample (scoring). If the
   whole loop would take longer than ``--authors-budget`` seconds it is run on evenly spaced
   positions only and extrapolated linearly to all positions (the table says so).
-* ours lowrank: fsad.gaussian.PositionalGaussian(method="lowrank") (exact Woodbury form).
-* ours full: the chunked C x C Cholesky form (method="full").
+* ours lowrank: fsad.gaussian.PositionalGaussian(method="lowrank") (float32 residual form).
+* ours full: the chunked C x C form (method="full", float32 QR of [A; sqrt(eps) I]).
 
-Peak memory of our fit: on CUDA ``torch.cuda.max_memory_allocated`` minus what was allocated
-before the fit; on CPU the growth of ``ru_maxrss`` of a fresh subprocess that only makes the
-features and fits (peak RSS after resetting the high-water mark via /proc/self/clear_refs, minus
-the RSS before the fit; RSS includes allocator slack, so it bounds tensor memory from above).
+Timing (``benchmarks/timing.py``): the contenders run interleaved repeat by repeat in rotating order, with
+process CPU time beside wall time, one BLAS/torch thread each (no oversubscription; the authors' NumPy loop
+gets the same single BLAS thread), and the median and minimum of ``--repeats`` are reported; speed-ups are
+ratios of median CPU seconds (wall-time ratios beside them).
+
+Peak memory of our fit + scoring: on CUDA ``torch.cuda.max_memory_allocated`` minus what was allocated
+before the fit; on CPU the growth of the RSS of a fresh subprocess that makes the support and test features
+and then fits and scores (peak RSS after resetting the high-water mark via /proc/self/clear_refs, minus the
+RSS before the fit, i.e. the inputs excluded; RSS includes allocator slack, so it bounds tensor memory from
+above).
 
 Usage:
     python benchmarks/gaussian_fit.py                      # full size (slow on CPU)
@@ -30,16 +36,18 @@ import resource
 import subprocess
 import sys
 import time
+from typing import Any
 from pathlib import Path
 
 import numpy as np
 import torch
 from scipy.spatial.distance import mahalanobis
-from threadpoolctl import threadpool_limits
 
+sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from fsad.gaussian import GAUSSIAN_EPS, PositionalGaussian  # noqa: E402
 from fsad.utils import resolve_device, synchronize  # noqa: E402
+from timing import Stats, configure_threads, interleaved, load_line, ratio_clock  # noqa: E402
 
 VIEWS_PER_IMAGE = 22  # RegAD support augmentation (fsad.augment.views_per_image())
 
@@ -95,7 +103,7 @@ def state_bytes(g: PositionalGaussian) -> int:
 
 def measure_fit_memory_cpu(args: argparse.Namespace, method: str) -> dict:
     cmd = [sys.executable, __file__, "--positions", str(args.positions), "--channels", str(args.channels),
-           "--k", str(args.k), "--test-images", "1", "--seed", str(args.seed), "--device", "cpu",
+           "--k", str(args.k), "--test-images", str(args.test_images), "--seed", str(args.seed), "--device", "cpu",
            "--memory-budget", str(args.memory_budget), "--_memory-child", method]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
@@ -112,8 +120,8 @@ def _proc_status_kib(field: str) -> int | None:
 
 
 def memory_child(args: argparse.Namespace) -> None:
-    support, _ = make_features(args, torch.device("cpu"))
-    PositionalGaussian().fit(support[..., :1, :1], method=args._memory_child)  # load kernels first
+    support, test = make_features(args, torch.device("cpu"))
+    PositionalGaussian().fit(support[..., :1, :1], method=args._memory_child).mahalanobis(test[..., :1, :1])
     # Reset the kernel's high-water mark (Linux >= 4.0) so the peak is the fit's, not the imports'.
     try:
         Path("/proc/self/clear_refs").write_text("5")
@@ -122,6 +130,7 @@ def memory_child(args: argparse.Namespace) -> None:
         reset = False
     rss0 = _proc_status_kib("VmRSS") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     g = PositionalGaussian().fit(support, method=args._memory_child, memory_budget=args.memory_budget)
+    g.mahalanobis(test)
     peak = _proc_status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
     print(json.dumps({"peak_extra_bytes": (peak - rss0) * 1024, "state_bytes": state_bytes(g),
                       "method": "VmHWM after clear_refs" if reset else "ru_maxrss delta"}))
@@ -135,84 +144,98 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=83)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--authors-budget", type=float, default=60.0,
-                        help="seconds allowed for the authors' loop before it is subsampled and extrapolated")
+    parser.add_argument("--authors-budget", type=float, default=20.0,
+                        help="seconds per repeat allowed for the authors' loop before it is subsampled and extrapolated")
     parser.add_argument("--memory-budget", type=int, default=1 << 30, help="bytes of working memory per chunk")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's)")
+    parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median and min reported)")
+    parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
     parser.add_argument("--_memory-child", default=None, help=argparse.SUPPRESS)
     args = parser.parse_args()
+    configure_threads(args.threads)
     if args._memory_child:
         memory_child(args)
         return
 
-    if args.threads:
-        torch.set_num_threads(args.threads)
     device = resolve_device(args.device)
+    clock = ratio_clock(device)
     support, test = make_features(args, device)
     n, c, h, w = support.shape
     p = h * w
     print(f"# Gaussian fit + scoring: N={n} supports (k={args.k} x {VIEWS_PER_IMAGE} views), C={c}, "
           f"positions={p} ({h}x{w}), M={test.shape[0]} test images, device={device}, "
-          f"torch {torch.__version__}, threads={torch.get_num_threads()}")
+          f"torch {torch.__version__}, threads={torch.get_num_threads()}, {args.repeats} interleaved repeats")
+    print(load_line("start"))
 
     # --- ours (warm-up once on a few positions so lazy init is not timed)
     PositionalGaussian().fit(support[..., :1, :1]).mahalanobis(test[..., :1, :1])
+    methods = ("lowrank", "full")
+    last: dict[str, tuple] = {}
+
+    def ours(method: str) -> None:
+        last[method] = time_ours(method, support, test, device, args.memory_budget)
+
+    # --- authors' loop: calibrate on a few positions, subsample if the whole loop exceeds the budget
+    s_np = support.reshape(n, c, p).double().cpu().numpy()
+    t_np = test.reshape(test.shape[0], c, p).double().cpu().numpy()
+    calib = np.linspace(0, p - 1, min(p, 8)).round().astype(int)
+    cf, cs, _ = authors_loop(s_np, t_np, calib, GAUSSIAN_EPS)
+    per_pos = (cf + cs) / calib.size
+    if per_pos * p <= args.authors_budget:
+        chosen = np.arange(p)
+    else:
+        chosen = np.unique(np.linspace(0, p - 1, max(calib.size, int(args.authors_budget / per_pos))).round().astype(int))
+    scale = p / chosen.size
+    authors: dict[str, Any] = {}
+
+    def authors_side() -> None:
+        authors["fit"], authors["score"], authors["dist"] = authors_loop(s_np, t_np, chosen, GAUSSIAN_EPS)
+
+    sides = {"authors": authors_side, **{m: (lambda m=m: ours(m)) for m in methods}}
+    stats = interleaved(sides, args.repeats, device)
+    note = "measured on all positions" if chosen.size == p else (
+        f"measured on {chosen.size} of {p} evenly spaced positions, extrapolated x{scale:.1f}")
+
     results = {}
-    for method in ("lowrank", "full"):
+    for method in methods:
+        fit_s, score_s, d, g = last[method]
         if device.type == "cuda":
             torch.cuda.synchronize()
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
-        fit_s, score_s, d, g = time_ours(method, support, test, device, args.memory_budget)
-        if device.type == "cuda":
+            del g
+            fit_s, score_s, d, g = time_ours(method, support, test, device, args.memory_budget)
             peak = torch.cuda.max_memory_allocated() - base
             how = "cuda max_memory_allocated during fit+score, minus inputs"
         else:
             mem = measure_fit_memory_cpu(args, method)
             peak = mem["peak_extra_bytes"]
-            how = f"RSS peak growth of a subprocess during the fit ({mem['method']})"
-        results[method] = dict(fit=fit_s, score=score_s, dist=d.reshape(d.shape[0], -1).double().cpu().numpy(),
-                               peak=peak, how=how, state=state_bytes(g), chunk=g.chunk_size)
+            how = f"RSS peak growth of a subprocess during fit + scoring, inputs excluded ({mem['method']})"
+        dist = d.reshape(d.shape[0], -1).double().cpu().numpy()
+        results[method] = dict(stats=stats[method], fit=fit_s, score=score_s, peak=peak, how=how,
+                               state=state_bytes(g), chunk=g.chunk_size,
+                               maxrel=float(np.max(np.abs(dist[:, chosen] - authors["dist"]) / authors["dist"])))
         del g
 
-    # --- authors' loop: calibrate on a few positions, subsample if the whole loop exceeds the budget
-    s_np = support.reshape(n, c, p).double().cpu().numpy()
-    t_np = test.reshape(test.shape[0], c, p).double().cpu().numpy()
-    # BLAS threads: on a loaded 2-core machine one OpenBLAS thread can be several times faster than
-    # two, so calibrate both and give the authors' loop the faster setting.
-    calib = np.linspace(0, p - 1, min(p, 8)).round().astype(int)
-    per_pos, blas_threads = math.inf, None
-    for threads in sorted({1, torch.get_num_threads()}):
-        with threadpool_limits(threads):
-            cf, cs, _ = authors_loop(s_np, t_np, calib, GAUSSIAN_EPS)
-        if (cf + cs) / calib.size < per_pos:
-            per_pos, blas_threads = (cf + cs) / calib.size, threads
-    if per_pos * p <= args.authors_budget:
-        chosen = np.arange(p)
-    else:
-        chosen = np.unique(np.linspace(0, p - 1, max(calib.size, int(args.authors_budget / per_pos))).round().astype(int))
-    with threadpool_limits(blas_threads):
-        a_fit, a_score, a_dist = authors_loop(s_np, t_np, chosen, GAUSSIAN_EPS)
-    scale = p / chosen.size
-    a_fit, a_score = a_fit * scale, a_score * scale
-    note = "measured on all positions" if chosen.size == p else (
-        f"measured on {chosen.size} of {p} evenly spaced positions, extrapolated x{scale:.1f}")
-
-    # --- agreement of our distances with the authors' on the positions both computed
-    for method, r in results.items():
-        r["maxrel"] = float(np.max(np.abs(r["dist"][:, chosen] - a_dist) / a_dist))
-
-    a_tot = a_fit + a_score
-    print(f"\nauthors' loop: {note}; {blas_threads} BLAS thread(s) (the faster of the calibrated settings)")
-    header = f"{'method':<22}{'fit s':>9}{'score s':>9}{'total s':>9}{'fit x':>8}{'total x':>9}{'peak fit MiB':>14}{'stored MiB':>12}{'max rel diff':>14}"
+    a_stats: Stats = stats["authors"]
+    a_tot = {k: a_stats.seconds(k) * scale for k in ("cpu", "wall")}
+    a_min = {k: getattr(a_stats, f"{k}_min") * scale for k in ("cpu", "wall")}
+    print(f"\nauthors' loop: {note}; 1 BLAS thread; fit/score split of the last repeat: "
+          f"{authors['fit'] * scale:.1f} / {authors['score'] * scale:.1f} wall s")
+    header = (f"{'method':<22}{'cpu s':>9}{'(min)':>9}{'wall s':>9}{'(min)':>9}{'x cpu':>8}{'x wall':>8}"
+              f"{'fit/score wall s':>18}{'peak MiB':>10}{'stored MiB':>12}{'max rel diff':>14}")
     print(header)
     print("-" * len(header))
-    print(f"{'authors (NumPy loop)':<22}{a_fit:9.2f}{a_score:9.2f}{a_tot:9.2f}{1.0:8.1f}{1.0:9.1f}{'-':>14}{'-':>12}{'ref':>14}")
+    print(f"{'authors (NumPy loop)':<22}{a_tot['cpu']:9.2f}{a_min['cpu']:9.2f}{a_tot['wall']:9.2f}{a_min['wall']:9.2f}"
+          f"{1.0:8.1f}{1.0:8.1f}{'':>18}{'-':>10}{'-':>12}{'ref':>14}")
     for method, r in results.items():
-        tot = r["fit"] + r["score"]
-        print(f"{'ours ' + method:<22}{r['fit']:9.2f}{r['score']:9.2f}{tot:9.2f}{a_fit / r['fit']:8.1f}"
-              f"{a_tot / tot:9.1f}{r['peak'] / 2**20:14.0f}{r['state'] / 2**20:12.0f}{r['maxrel']:14.1e}")
-    print(f"\n'x' = authors' seconds / ours (higher is faster). Peak memory: {results['lowrank']['how']}. "
+        st: Stats = r["stats"]
+        split = f"{r['fit']:.2f} / {r['score']:.2f}"
+        print(f"{'ours ' + method:<22}{st.cpu_median:9.2f}{st.cpu_min:9.2f}{st.wall_median:9.2f}{st.wall_min:9.2f}"
+              f"{a_tot['cpu'] / st.cpu_median:8.1f}{a_tot['wall'] / st.wall_median:8.1f}{split:>18}"
+              f"{r['peak'] / 2**20:10.0f}{r['state'] / 2**20:12.0f}{r['maxrel']:14.1e}")
+    print(load_line("end"))
+    print(f"\n'x' = authors' seconds / ours (higher is faster; goal >= 10 on CPU), quoted on {clock} time. "
+          f"Peak memory (goal <= 2048 MiB at k=8, 224 px, ResNet-18): {results['lowrank']['how']}. "
           f"Stored = tensors kept by the fitted model. Chunk sizes: lowrank {results['lowrank']['chunk']}, "
           f"full {results['full']['chunk']} positions (memory budget {args.memory_budget / 2**20:.0f} MiB).")
 

@@ -52,6 +52,14 @@ def build_parser() -> argparse.ArgumentParser:
                                "regad/padim, none for patchcore")
     evaluate.add_argument("--channel-subset", type=int, help="PaDiM's random channel subset size d")
     evaluate.add_argument("--coreset-ratio", type=float, help="PatchCore greedy coreset ratio (default: full bank)")
+    from fsad.patchcore import BORDERS, IMAGE_SCORES
+
+    evaluate.add_argument("--patchcore-border", choices=BORDERS, default=BORDERS[0],
+                          help="PatchCore 3x3 average at the border: zero padding counted (the authors', default) "
+                               "or only the existing neighbours")
+    evaluate.add_argument("--patchcore-image-score", choices=IMAGE_SCORES, default=IMAGE_SCORES[0],
+                          help="PatchCore image score: max of the raw patch scores (the paper's, default), max of "
+                               "the blurred map, or Eq. 7 reweighting")
     evaluate.add_argument("--out", required=True, help="results JSON (a CSV summary is written beside it)")
     evaluate.add_argument("--resume", action="store_true", help="skip cells already in --out (same options)")
     evaluate.add_argument("--overwrite", action="store_true",

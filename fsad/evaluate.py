@@ -20,10 +20,9 @@ from tqdm.auto import tqdm
 from data_tools.datasets import check_category, load_supports, load_test_set
 from data_tools.manifests import check_manifest_files, default_manifest_path, load_manifest, make_manifest, \
     save_manifest, support_files
-from fsad.anomaly_map import anomaly_maps, image_scores
 from fsad.augment import AUGMENT_FAMILIES
 from fsad.errors import CheckpointError, ConfigError, OutputExistsError
-from fsad.methods import METHODS, GaussianMethod
+from fsad.methods import METHODS, GaussianMethod, maps_and_image_scores
 from fsad.metrics import aupro, f1_max, image_auroc, pixel_auroc
 from fsad.results import ResultsFile, check_resume, format_table, read_results_for_resume, summarise
 from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file, synchronize
@@ -54,6 +53,9 @@ class EvaluationConfig:
     manifest: str | None = None
     channel_subset: int | None = None
     coreset_ratio: float | None = None
+    # PatchCore only (fsad.patchcore.BORDERS / IMAGE_SCORES; defaults: the authors' definitions).
+    patchcore_border: str = "include_padding"
+    patchcore_image_score: str = "patch_max"
     attention: str = "none"
     dcn: bool = False
     device: str = "auto"
@@ -70,6 +72,9 @@ class EvaluationConfig:
         key = dataclasses.asdict(self)
         for name in ("categories", "ks", "runs", "out", "resume", "overwrite", "device"):
             key.pop(name)
+        if self.method != "patchcore":  # files of the other methods resume as before these options existed
+            key.pop("patchcore_border")
+            key.pop("patchcore_image_score")
         return key
 
 
@@ -83,6 +88,8 @@ METHOD_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
     "dcn": (("regad",), "--dcn"),
     "channel_subset": (("regad", "padim"), "--channel-subset"),
     "coreset_ratio": (("patchcore",), "--coreset-ratio"),
+    "patchcore_border": (("patchcore",), "--patchcore-border"),
+    "patchcore_image_score": (("patchcore",), "--patchcore-image-score"),
 }
 # Values a method that lacks the option runs with anyway, so they are not refused: PaDiM and PatchCore have no STN.
 _INERT_VALUES: dict[str, tuple[Any, ...]] = {"stn_mode": (None,)}
@@ -141,6 +148,13 @@ def _validate(config: EvaluationConfig) -> None:
     if config.resume and config.overwrite:
         raise ConfigError("--resume and --overwrite exclude each other: --resume keeps the cells in --out, "
                           "--overwrite replaces the file.")
+    from fsad.patchcore import BORDERS, IMAGE_SCORES
+
+    if config.patchcore_border not in BORDERS:
+        raise ConfigError(f"Unknown --patchcore-border {config.patchcore_border!r}; choose one of {', '.join(BORDERS)}.")
+    if config.patchcore_image_score not in IMAGE_SCORES:
+        raise ConfigError(f"Unknown --patchcore-image-score {config.patchcore_image_score!r}; "
+                          f"choose one of {', '.join(IMAGE_SCORES)}.")
     check_method_options(config)
 
 
@@ -254,7 +268,8 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
         from fsad.patchcore import PatchCoreMethod
 
         method = PatchCoreMethod(model.backbone, augment_families=config.augment_families,
-                                 coreset_ratio=config.coreset_ratio, seed=config.seed)
+                                 coreset_ratio=config.coreset_ratio, seed=config.seed,
+                                 image_score=config.patchcore_image_score, border=config.patchcore_border)
     else:
         method = GaussianMethod(model, augment_families=config.augment_families,
                                 channel_subset=config.channel_subset, seed=config.seed, name=config.method)
@@ -313,10 +328,10 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
             supports = load_supports(config.data_root, category, files, config.image_size).to(device)
             seed_everything(config.seed + run)
             _, adaptation_s = _timed(device, method.fit, supports)
-            distances, score_s = _timed(device, method.score_features, test_features)
-            maps_tensor, map_s = _timed(device, anomaly_maps, distances, config.image_size)
+            (maps_tensor, scores_tensor), score_s = _timed(device, maps_and_image_scores, method, test_features,
+                                                           config.image_size)
             maps = maps_tensor.cpu().numpy()
-            scores = image_scores(maps_tensor).cpu().numpy()
+            scores = scores_tensor.cpu().numpy()
             cell = {
                 "method": config.method, "category": category, "k": k, "run": run,
                 "support_files": files,
@@ -326,7 +341,7 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
                 "pixel_auroc": pixel_auroc(masks, maps) if has_masks else None,
                 "aupro": aupro(masks, maps) if has_masks else None,
                 "adaptation_s": adaptation_s,
-                "inference_images_per_s": len(labels) / (embed_seconds + score_s + map_s),
+                "inference_images_per_s": len(labels) / (embed_seconds + score_s),
             }
             results.add(cell)
             bar.update(1)
@@ -358,5 +373,7 @@ def config_from_args(args: Any) -> EvaluationConfig:
         checkpoint=args.checkpoint, stn_mode=stn_mode, augment_families=list(families),
         image_size=args.image_size, manifest=args.manifest, channel_subset=args.channel_subset,
         coreset_ratio=args.coreset_ratio, attention=args.attention, dcn=args.dcn, device=args.device,
+        patchcore_border=getattr(args, "patchcore_border", "include_padding"),
+        patchcore_image_score=getattr(args, "patchcore_image_score", "patch_max"),
         seed=args.seed, resume=args.resume, overwrite=getattr(args, "overwrite", False),
     )

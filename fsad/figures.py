@@ -500,8 +500,8 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     """
     from data_tools.datasets import AnomalyDataset, load_supports
     from data_tools.manifests import support_files
-    from fsad.anomaly_map import anomaly_maps, image_scores
     from fsad.evaluate import build_method, resolve_manifest
+    from fsad.methods import maps_and_image_scores
     from fsad.utils import resolve_device, seed_everything
 
     device = resolve_device(config.device)
@@ -521,8 +521,8 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     items = [test_set[i] for i in range(len(test_set))]
     images = torch.stack([item["image"] for item in items])
     with torch.no_grad():
-        maps = anomaly_maps(method.score(images.to(device)), config.image_size)
-    scores = image_scores(maps).cpu().numpy()
+        maps, scores = maps_and_image_scores(method, method.embed(images.to(device)), config.image_size)
+    scores = scores.cpu().numpy()
     labels = np.asarray(test_set.labels)
     selection = select_examples(scores, labels, n)
     names = [Path(p).parent.name + "/" + Path(p).name for p in test_set.paths]

@@ -5,20 +5,46 @@ RegAD (like PaDiM) models the support features at every spatial position ``p`` w
 code loops over the 56x56 positions in Python; here every position of a chunk is handled by one
 batched GEMM / Cholesky / triangular solve, and chunks bound the memory.
 
-Two exact forms of the same distance:
+Notation (per position): ``X`` the ``N x C`` supports, ``mu`` their mean, ``A = (X - mu) / sqrt(N-1)``
+so that ``Sigma = A^T A + eps*I``, and ``v = x - mu`` for a test feature ``x``.
 
-* ``"lowrank"`` (used when ``N < C``, e.g. k*22 = 176 supports < 448 channels): with
-  ``A = (X - mu) / sqrt(N-1)`` (``N x C`` per position), ``Sigma = A^T A + eps*I`` is a rank-N update
-  of ``eps*I``, so by Woodbury ``d^2(v) = (|v|^2 - |L^{-1} A v|^2) / eps`` where
-  ``L L^T = eps*I_N + A A^T`` (``N x N``). The fit is one ``N x N`` Gram GEMM and Cholesky per
-  position; no ``C x C`` matrix is ever formed.
-* ``"full"`` (``N >= C``): ``Sigma`` (``C x C``) by GEMM, Cholesky ``L``, ``d^2 = |L^{-1} v|^2``
-  by triangular solve.
+Two exact forms of the same distance ``d^2(v) = v^T Sigma^{-1} v``:
 
-Precision: Grams and Cholesky factors are computed in float64 where the conditioning matters
-(``eps`` = 0.01 against feature variances in the hundreds gives condition numbers ~1e5), the
-stored factors are kept in the features' dtype, and the low-rank scoring (``A v``, the solve and
-the final ``|v|^2 - |w|^2`` subtraction, which cancels) runs in float64.
+* ``"lowrank"`` (used when ``N < C``, e.g. k*22 = 176 supports < 448 channels). Fit: the ``N x N``
+  Gram ``G = A A^T`` and the Cholesky factor ``L L^T = G + eps*I_N``; no ``C x C`` matrix is ever
+  formed. Score, the *residual form*: with ``y = (G + eps*I)^{-1} A v`` (``N``-vector; two triangular
+  solves with ``L``) and the explicit residual ``r = v - A^T y`` (``C``-vector),
+
+      d^2 = |r|^2 / eps + |y|^2.                                            (1)
+
+  Derivation: Woodbury gives ``Sigma^{-1} v = (v - A^T y) / eps = r / eps``, so
+  ``d^2 = v^T r / eps``. Write ``v = r + A^T y``: ``v^T r = |r|^2 + y^T A r`` and
+  ``A r = A v - G y = eps*y`` (definition of ``y``), hence ``v^T r / eps = |r|^2/eps + |y|^2``.
+  Both terms are sums of squares: nothing cancels. The textbook Woodbury form
+  ``(|v|^2 - |L^{-1} A v|^2) / eps`` subtracts two numbers that are both ~``|v|^2`` when ``v`` lies
+  near the supports' span (a test image equal to a support) and divides the difference by eps;
+  in float32 it is off by up to 3.6e-4 relative on the distance for real features
+  (``benchmarks/exactness.py``), which is why the kit used to run it in float64.
+  (1) is moreover *variational*: ``f(y') = |v - A^T y'|^2/eps + |y'|^2`` is the ridge-regression
+  objective whose minimiser is ``y``, so ``f`` is stationary there and an error ``dy`` in ``y``
+  (rounding of ``G``, ``L`` or the solves, all float32) changes ``d^2`` only by
+  ``dy^T (G + eps*I) dy / eps``, second order. Only the float32 rounding of ``A v``, ``A^T y``
+  and of ``A`` itself enters to first order, each ~1e-7 relative to ``|v|``, not ``|v|^2/eps``.
+  Measured on real features (bottle and metal_plate, ResNet-18 and MobileNetV2, k = 1, 2, 8,
+  test images equal to a support included): float32 fit + scoring within 2.2e-6 relative of a
+  float64 reference on ``d`` (``benchmarks/exactness.py``), against 1e-4 required.
+* ``"full"`` (``N >= C``). Fit: the float32 QR factorisation of the stacked ``(N + C) x C`` matrix
+  ``[A; sqrt(eps)*I]``, whose ``R`` satisfies ``R^T R = A^T A + eps*I = Sigma`` without ever forming
+  ``A^T A`` (forming it in float32 squares the condition number: 4e-5 relative error on real
+  features; the QR route measured 2e-6). Stored as ``L = R^T``. Score: ``d^2 = |L^{-1} v|^2`` by
+  triangular solve (a sum of squares, float32).
+
+Precision: everything is float32 (the features' dtype), on every device. The one exception is a
+fallback: a position whose float32 ``G + eps*I`` is not numerically positive definite (possible
+only when the features' scale makes float32 rounding of ``G`` comparable to eps, never seen on
+real features) has its small ``N x N`` Gram and Cholesky redone in float64 and stored in float32.
+float64 runs at 1/32 of the float32 rate or less on the GPUs a course has, and the residual form
+makes it unnecessary.
 
 Speed on CPU (same numbers; measured on 2 shared cores, k=8, C=448, 56x56, see benchmarks/README.md):
 
@@ -120,7 +146,7 @@ def _lower_gram(x: torch.Tensor, out: torch.Tensor, transpose: bool) -> None:
     """Lower triangle (block-wise) of ``x @ x^T`` (or ``x^T @ x`` if ``transpose``) into ``out``.
 
     ``torch.linalg.cholesky`` reads only the lower triangle, so on CPU the strictly-upper blocks are
-    skipped: with 44-row blocks the float64 GEMM does ~60% of the full product's work (measured
+    skipped: with 44-row blocks the GEMM does ~60% of the full product's work (measured in float64
     1.7 s vs 2.1 s for k=8, C=448). Entries of the strict upper triangle outside the diagonal
     blocks are left as they were. On other devices the whole product is one batched GEMM.
     """
@@ -146,6 +172,23 @@ def _pick_chunk(per_position: int, temp_per_position: int, num_positions: int, b
     return chunk
 
 
+def _float64_fallback(a: torch.Tensor, gram: torch.Tensor, info: torch.Tensor, eps: float) -> None:
+    """Redo, in float64, the Cholesky of the positions whose float32 ``A A^T + eps*I`` failed.
+
+    Only when float32 rounding of the Gram (~6e-8 * its largest entry) reaches eps can the
+    regularised Gram lose positive definiteness in float32; the ``N x N`` Gram and its Cholesky of
+    just those positions are then recomputed in float64 and stored back in ``gram``'s dtype. Never
+    triggered on real features (see the module docstring); costs nothing when ``info`` is all 0.
+    """
+    failed = torch.nonzero(info).flatten()
+    if failed.numel() == 0:
+        return
+    a64 = a[failed].double()
+    g64 = a64 @ a64.mT
+    g64.diagonal(dim1=-2, dim2=-1).add_(eps)
+    gram[failed] = torch.linalg.cholesky(g64).to(gram.dtype)
+
+
 class PositionalGaussian:
     """One Gaussian per spatial position over ``C`` channels, fitted and scored in batches.
 
@@ -163,7 +206,7 @@ class PositionalGaussian:
         self.eps: float = GAUSSIAN_EPS
         self.mean: torch.Tensor | None = None        # [P, C']
         self.factor_a: torch.Tensor | None = None    # lowrank: [P, N, C'] centred / sqrt(N-1)
-        self.chol: torch.Tensor | None = None        # lowrank: [P, N, N] float64; full: [P, C', C']
+        self.chol: torch.Tensor | None = None        # lowrank: [P, N, N] Cholesky of A A^T + eps I; full: [P, C', C'] R^T
         self.channels: torch.Tensor | None = None    # LongTensor of used channels, or None = all
         self.num_channels: int | None = None         # C of the features given to fit (before subset)
         self.spatial: tuple[int, int] | None = None
@@ -225,10 +268,10 @@ class PositionalGaussian:
         flat = features.reshape(n, cd, p)
         item = torch.finfo(dtype).bits // 8
         dev = features.device
-        # Temporaries per position: staging slab (N*C), A in float64 (N*C*8), Gram or covariance in
-        # float64 (lowrank N*N*8; full 2*C*C*8 incl. the float64 factor before it is stored).
-        temp = n * cd * item + n * cd * 8 + (n * n * 8 if method == "lowrank" else 2 * cd * cd * 8)
-        stored = n * cd * item + n * n * 8 if method == "lowrank" else n * cd * item + cd * cd * item
+        # Temporaries per position: staging slab (N*C), then lowrank: Gram (N*N); full: the stacked
+        # [A; sqrt(eps) I] ((N+C)*C) and QR's R and workspace (~2*C*C).
+        temp = n * cd * item + (n * n * item if method == "lowrank" else ((n + cd) * cd + 2 * cd * cd) * item)
+        stored = n * cd * item + n * n * item if method == "lowrank" else cd * cd * item
         chunk = chunk_size or _pick_chunk(temp + stored, temp, p, memory_budget, dev)
 
         denom = math.sqrt(max(n - 1, 1))  # N = 1: A = 0, i.e. zero sample covariance
@@ -236,7 +279,6 @@ class PositionalGaussian:
         # factors twice at the end of the fit); temporaries are allocated once and reused.
         mean = torch.empty(p, cd, dtype=dtype, device=dev)
         k = min(chunk, p)
-        a64_buf = torch.empty(k, n, cd, dtype=torch.float64, device=dev)
         staging = torch.empty(n, cd, k, dtype=dtype, device=dev) if flat.stride(1) != 1 else None
         in_place = (overwrite_features and method == "lowrank" and channels is None
                     and features.dtype == dtype and features.permute(2, 3, 0, 1).is_contiguous())
@@ -245,42 +287,35 @@ class PositionalGaussian:
         if method == "lowrank":
             factor_a = (features.permute(2, 3, 0, 1).reshape(p, n, cd) if in_place
                         else torch.empty(p, n, cd, dtype=dtype, device=dev))
-            chol = torch.empty(p, n, n, dtype=torch.float64, device=dev)
-            gram_buf = torch.empty(k, n, n, dtype=torch.float64, device=dev)
-            a_buf = None
+            chol = torch.empty(p, n, n, dtype=dtype, device=dev)
+            stacked = None
         else:
             factor_a = None
             chol = torch.empty(p, cd, cd, dtype=dtype, device=dev)
-            gram_buf = torch.empty(k, cd, cd, dtype=torch.float64, device=dev)
-            chol64_buf = torch.empty(k, cd, cd, dtype=torch.float64, device=dev)
-            a_buf = torch.empty(k, n, cd, dtype=dtype, device=dev)
-        diag_stride = gram_buf.shape[-1] + 1
+            # [A; sqrt(eps) I] per position: A is written into the top N rows chunk by chunk, the
+            # bottom block is set once (torch.linalg.qr does not overwrite its input).
+            stacked = torch.zeros(k, n + cd, cd, dtype=dtype, device=dev)
+            stacked[:, n:].diagonal(dim1=-2, dim2=-1).fill_(math.sqrt(eps))
         with single_thread_cpu(dev):
             for start in range(0, p, chunk):
                 stop = min(start + chunk, p)
                 m = stop - start
                 # A contiguous [p, N, C] block of our own: batched GEMMs on the strided permuted view
                 # are ~5x slower, and owning it lets the centring run in place.
-                a = factor_a[start:stop] if factor_a is not None else a_buf[:m]
+                a = factor_a[start:stop] if factor_a is not None else stacked[:m, :n]
                 if not in_place:
                     _position_major(flat, start, stop, a, staging)
                 torch.mean(a, dim=1, out=mean[start:stop])
                 a.sub_(mean[start:stop].unsqueeze(1)).mul_(1.0 / denom)
-                a64 = a64_buf[:m]
-                a64.copy_(a)
-                gram = gram_buf[:m]
-                # lowrank: Gram in float64, since its small eigenvalues sit next to eps and decide the
-                # distance. full: covariance GEMM in float64 too: in float32 it costs ~0.5% relative
-                # error in the distances of realistic (low-rank, ReLU) features. The full factor is
-                # stored in the features' dtype, which costs only ~1e-7 relative.
-                _lower_gram(a64, gram, transpose=method == "full")
-                gram.view(m, -1)[:, ::diag_stride].add_(eps)  # + eps*I on the diagonal, in place
                 if method == "lowrank":
-                    torch.linalg.cholesky(gram, out=chol[start:stop])
+                    gram = chol[start:stop]  # the Gram is factorised in place (lower triangle)
+                    _lower_gram(a, gram, transpose=False)
+                    gram.diagonal(dim1=-2, dim2=-1).add_(eps)
+                    _, info = torch.linalg.cholesky_ex(gram, out=(gram, torch.empty(0, dtype=torch.int32, device=dev)))
+                    _float64_fallback(a, gram, info, eps)
                 else:
-                    chol64 = chol64_buf[:m]
-                    torch.linalg.cholesky(gram, out=chol64)
-                    chol[start:stop].copy_(chol64)
+                    r = torch.linalg.qr(stacked[:m], mode="r").R  # [m, C, C], R^T R = A^T A + eps I
+                    chol[start:stop].copy_(r.mT)
 
         self.method_ = method
         self.eps = float(eps)
@@ -339,45 +374,32 @@ class PositionalGaussian:
         flat = features.reshape(m, cd, p)
         n = self.num_samples
         item = torch.finfo(dtype).bits // 8
-        if self.method_ == "lowrank":
-            # staging + x (M*C), v (M*C*8), A in float64 (N*C*8), u and its solve (2*N*M*8)
-            temp = 2 * m * cd * item + m * cd * 8 + n * cd * 8 + 2 * n * m * 8
-        else:
-            temp = 2 * m * cd * item + 2 * m * cd * item
+        # staging + v (2*M*C), lowrank: A v and y (2*N*M); full: the solve's output (M*C).
+        temp = 2 * m * cd * item + (2 * n * m * item if self.method_ == "lowrank" else m * cd * item)
         chunk = chunk_size or _pick_chunk(temp, temp, p, self.memory_budget, device)
         k = min(chunk, p)
-        x_buf = torch.empty(k, m, cd, dtype=features.dtype, device=device)
+        x_buf = torch.empty(k, m, cd, dtype=dtype, device=device)
         staging = torch.empty(m, cd, k, dtype=features.dtype, device=device) if flat.stride(1) != 1 else None
-        d2 = torch.empty(p, m, dtype=torch.float64, device=device)
-        if self.method_ == "lowrank":
-            v_buf = torch.empty(k, m, cd, dtype=torch.float64, device=device)
-            a64_buf = torch.empty(k, n, cd, dtype=torch.float64, device=device)
-            u_buf = torch.empty(k, n, m, dtype=torch.float64, device=device)
+        d2 = torch.empty(p, m, dtype=dtype, device=device)
+        chol = self.chol if self.chol.dtype == dtype else self.chol.to(dtype)  # states saved by older versions
         with single_thread_cpu(device):
             for start in range(0, p, chunk):
                 stop = min(start + chunk, p)
-                x = x_buf[:stop - start]
-                _position_major(flat, start, stop, x, staging)  # [p, M, C]
+                v = x_buf[:stop - start]
+                _position_major(flat, start, stop, v, staging)  # [p, M, C]
+                v.sub_(self.mean[start:stop].unsqueeze(1))
                 if self.method_ == "lowrank":
-                    # Everything in float64: |v|^2 and |L^-1 A v|^2 are both ~|v|^2 when v lies near the
-                    # supports' span, and their difference is then divided by eps, so float32 rounding
-                    # of A v would be amplified ~|v|^2/(eps d^2) times (4% error for in-sample points).
-                    v = v_buf[:stop - start]
-                    v.copy_(x)
-                    v.sub_(self.mean[start:stop].unsqueeze(1))
-                    a64 = a64_buf[:stop - start]
-                    a64.copy_(self.factor_a[start:stop])
-                    u = u_buf[:stop - start]
-                    torch.matmul(a64, v.mT, out=u)  # [p, N, M]
-                    wv = torch.linalg.solve_triangular(self.chol[start:stop], u, upper=False)
-                    torch.sub(torch.linalg.vecdot(v, v), torch.linalg.vecdot(wv, wv, dim=1), out=d2[start:stop])
-                    d2[start:stop].div_(self.eps)
+                    # Residual form (1) of the module docstring: d^2 = |v - A^T y|^2 / eps + |y|^2.
+                    a = self.factor_a[start:stop]                                   # [p, N, C]
+                    y = torch.cholesky_solve(torch.matmul(a, v.mT), chol[start:stop])  # [p, N, M]
+                    v.baddbmm_(y.mT, a, alpha=-1.0)                                 # r = v - A^T y, in place
+                    torch.linalg.vecdot(v, v, out=d2[start:stop])
+                    d2[start:stop].div_(self.eps).add_(torch.linalg.vecdot(y, y, dim=1))
                 else:
-                    v = x.to(dtype) - self.mean[start:stop].unsqueeze(1)
-                    z = torch.linalg.solve_triangular(self.chol[start:stop], v.mT, upper=False)  # [p, C, M]
-                    torch.linalg.vecdot(z.double(), z.double(), dim=1, out=d2[start:stop])
+                    z = torch.linalg.solve_triangular(chol[start:stop], v.mT, upper=False)  # [p, C, M]
+                    torch.linalg.vecdot(z, z, dim=1, out=d2[start:stop])
 
-        return d2.clamp_min(0).sqrt().mT.reshape(m, h, w).to(dtype)
+        return d2.clamp_min(0).sqrt().mT.reshape(m, h, w)
 
     # ---------------------------------------------------------------- state
     def state_dict(self) -> dict[str, Any]:

@@ -67,6 +67,35 @@ def batched_embed(embed, images: torch.Tensor, batch_size: int = DEFAULT_FEATURE
     return out
 
 
+def maps_and_image_scores(method: Any, features: torch.Tensor, image_size: int | tuple[int, int]
+                          ) -> tuple[torch.Tensor, torch.Tensor]:
+    """Anomaly maps ``[M, S, S]`` and image scores ``[M]`` of test features, by the method's image-score rule.
+
+    The one place where a method's distances become maps and image scores, used by
+    :func:`fsad.evaluate.run_evaluation`, :mod:`fsad.widgets` and :mod:`fsad.figures` so that all three score
+    an image the same way. Maps: :func:`fsad.anomaly_map.anomaly_maps` (upsampling + blur) of
+    ``method.score_features(features)``. Image scores: a method's ``image_score`` attribute names the rule
+    (PatchCore: ``"patch_max"``, the max of the raw patch distances as in the paper, or ``"reweighted"``,
+    Eq. 7, both from ``score_features_with_image_scores``); without it, or with ``"map_max"``, the image
+    score is the max of the upsampled, blurred map (:func:`fsad.anomaly_map.image_scores`, RegAD/PaDiM).
+
+    Example:
+        >>> method = GaussianMethod(RegADModel(image_size=64), augment_families=())
+        >>> method.fit(torch.randn(2, 3, 64, 64))
+        >>> maps, scores = maps_and_image_scores(method, method.embed(torch.randn(3, 3, 64, 64)), 64)
+        >>> maps.shape, scores.shape
+        (torch.Size([3, 64, 64]), torch.Size([3]))
+    """
+    from fsad.anomaly_map import anomaly_maps, image_scores
+
+    rule = getattr(method, "image_score", "map_max")
+    if rule == "map_max":
+        maps = anomaly_maps(method.score_features(features), image_size)
+        return maps, image_scores(maps)
+    distances, scores = method.score_features_with_image_scores(features)
+    return anomaly_maps(distances, image_size), scores
+
+
 class GaussianMethod:
     """RegAD's normal model: per-position Gaussian over registered, inverse-warped features.
 

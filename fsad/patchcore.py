@@ -10,6 +10,19 @@ patch features") -> stage 3 upsampled to stage 2's grid and concatenated -> memo
 patch (optionally a greedy coreset of it) -> each test patch scored by its Euclidean distance to the
 nearest bank patch. The map at stage-2 resolution (28x28 at 224 px) goes through the kit's shared
 upsampling + blur (:mod:`fsad.anomaly_map`) like every other method.
+
+Two choices follow the authors by default and keep the kit's earlier variant as an option (recorded in
+results as ``border`` and ``image_score``):
+
+* border of the 3x3 average (:data:`BORDERS`): ``"include_padding"`` (default) zero-pads and divides by 9
+  everywhere, like the authors' ``Unfold(kernel_size=3, padding=1)`` + mean and anomalib's
+  ``AvgPool2d(3, 1, 1)`` (``count_include_pad=True``); ``"exclude_padding"`` averages only the existing
+  neighbours. On a complete MVTec category whose parts are cut by the image border this one setting moved
+  PatchCore-k at k = 8 from 80.2 to 97.6 image AUROC (issue 19): un-shrunk border patches with no close
+  match in a small bank otherwise take the image maximum.
+* image score (:data:`IMAGE_SCORES`): ``"patch_max"`` (default, the paper's ``s* = max`` of the raw patch
+  distances), ``"reweighted"`` (Eq. 7, as anomalib) or ``"map_max"`` (max of the upsampled, blurred map,
+  the rule the kit applies to RegAD/PaDiM). :func:`fsad.methods.maps_and_image_scores` applies it.
 """
 from __future__ import annotations
 
@@ -33,42 +46,60 @@ REWEIGHT_NEIGHBOURS = 9
 # whatever the bank size (k = 8 with 22 augmented views gives ~138k bank rows).
 DEFAULT_QUERY_CHUNK = 2048
 DEFAULT_BANK_CHUNK = 16384
+# Border rule of the 3x3 local average (see the module docstring); the first is the default (the authors').
+BORDERS = ("include_padding", "exclude_padding")
+# Image-score rule (see the module docstring); the first is the default (the paper's max of patch scores).
+IMAGE_SCORES = ("patch_max", "map_max", "reweighted")
 # Same default as fsad.methods.DEFAULT_FEATURE_BATCH (not imported at module level: see _methods()).
 DEFAULT_FEATURE_BATCH = 32
 
 
-def local_average(features: torch.Tensor, kernel: int = LOCAL_KERNEL) -> torch.Tensor:
+def _check_border(border: str) -> None:
+    if border not in BORDERS:
+        raise ValueError(f"unknown PatchCore border rule {border!r}; choose one of {', '.join(BORDERS)}")
+
+
+def local_average(features: torch.Tensor, kernel: int = LOCAL_KERNEL, border: str = BORDERS[0]) -> torch.Tensor:
     """Average every feature vector over its ``kernel x kernel`` neighbourhood (stride 1, same size).
 
     PatchCore's "locally aware patch features" (Roth et al. 2022, Sec. 3.1, aggregation over a p x p
-    neighbourhood with p = 3). Implemented with ``F.avg_pool2d(..., count_include_pad=False)``: a border
-    position is the mean of its *existing* neighbours only. anomalib uses ``AvgPool2d(3, 1, 1)`` whose
-    default ``count_include_pad=True`` averages in zeros at the border (shrinking border features towards
-    0), and the authors' code unfolds 3x3 patches and then mixes channels and positions with adaptive 1-D
-    pooling to a fixed width; we keep channels separate and the border unbiased. Interior positions are
-    identical in all three variants up to the authors' channel pooling.
+    neighbourhood with p = 3), as ``F.avg_pool2d(kernel, stride=1, padding=kernel // 2)``.
+
+    ``border="include_padding"`` (default) is the authors' definition: the map is zero-padded and every
+    position is divided by ``kernel**2``, so a border position's mean includes the zeros and shrinks towards 0
+    (the authors' code unfolds zero-padded 3x3 patches and averages them; anomalib's ``AvgPool2d(3, 1, 1)``
+    has ``count_include_pad=True`` by default). ``border="exclude_padding"`` (the kit's earlier rule,
+    ``count_include_pad=False``) averages only the neighbours that exist. The two agree at positions at least
+    ``kernel // 2`` cells from the edge of *this* map; after PatchCore upsamples the averaged stage 3 to stage
+    2's grid, the difference reaches further in (three or more stage-2 cells for the default 3x3 kernel).
 
     Args:
         features: ``[N, C, h, w]`` feature maps.
         kernel: odd neighbourhood size (3 in the paper; 1 returns the input unchanged).
+        border: one of :data:`BORDERS`.
 
     Returns:
         ``[N, C, h, w]`` averaged maps.
 
     Example:
-        >>> local_average(torch.randn(2, 128, 28, 28)).shape
-        torch.Size([2, 128, 28, 28])
+        >>> local_average(torch.ones(1, 1, 3, 3))[0, 0]
+        tensor([[0.4444, 0.6667, 0.4444],
+                [0.6667, 1.0000, 0.6667],
+                [0.4444, 0.6667, 0.4444]])
     """
     if features.dim() != 4:
         raise ValueError(f"local_average expects [N, C, h, w] features, got shape {tuple(features.shape)}")
     if kernel < 1 or kernel % 2 == 0:
         raise ValueError(f"kernel must be a positive odd integer (3 in PatchCore), got {kernel}")
+    _check_border(border)
     if kernel == 1:
         return features
-    return F.avg_pool2d(features, kernel_size=kernel, stride=1, padding=kernel // 2, count_include_pad=False)
+    return F.avg_pool2d(features, kernel_size=kernel, stride=1, padding=kernel // 2,
+                        count_include_pad=border == "include_padding")
 
 
-def patch_features(stage2: torch.Tensor, stage3: torch.Tensor, kernel: int = LOCAL_KERNEL) -> torch.Tensor:
+def patch_features(stage2: torch.Tensor, stage3: torch.Tensor, kernel: int = LOCAL_KERNEL,
+                   border: str = BORDERS[0]) -> torch.Tensor:
     """PatchCore's patch descriptors: locally averaged stage 2 and stage 3, on stage 2's grid, concatenated.
 
     Stage 3 is upsampled bilinearly (``align_corners=False``, as in anomalib and the authors' code) after
@@ -78,6 +109,7 @@ def patch_features(stage2: torch.Tensor, stage3: torch.Tensor, kernel: int = LOC
         stage2: ``[N, C2, h, w]`` (ResNet-18: ``[N,128,28,28]`` at 224 px; MobileNetV2: ``[N,32,28,28]``).
         stage3: ``[N, C3, h', w']`` (ResNet-18: ``[N,256,14,14]``; MobileNetV2: ``[N,96,14,14]``).
         kernel: neighbourhood size of :func:`local_average`.
+        border: border rule of :func:`local_average` (:data:`BORDERS`).
 
     Returns:
         ``[N, C2 + C3, h, w]`` (ResNet-18: 384 channels, MobileNetV2: 128).
@@ -91,8 +123,8 @@ def patch_features(stage2: torch.Tensor, stage3: torch.Tensor, kernel: int = LOC
                          f"{tuple(stage3.shape)}")
     if stage2.shape[0] != stage3.shape[0]:
         raise ValueError(f"stage 2 and stage 3 batch sizes differ: {stage2.shape[0]} vs {stage3.shape[0]}")
-    s2 = local_average(stage2, kernel)
-    s3 = local_average(stage3, kernel)
+    s2 = local_average(stage2, kernel, border)
+    s3 = local_average(stage3, kernel, border)
     if s3.shape[-2:] != s2.shape[-2:]:
         s3 = F.interpolate(s3, size=s2.shape[-2:], mode="bilinear", align_corners=False)
     return torch.cat([s2, s3], dim=1)
@@ -107,17 +139,27 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, chunk_size: in
                        bank_chunk_size: int = DEFAULT_BANK_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean distance from every query row to its nearest bank row, and that row's index.
 
-    The search runs ``torch.cdist`` on blocks of ``chunk_size`` queries x ``bank_chunk_size`` bank rows
-    (a running minimum over bank blocks), so memory stays bounded however large the bank is, with no
-    Python loop over patches. ``cdist`` uses the fast matrix-product form ``|q|^2 - 2 q.b + |b|^2`` for
-    large inputs, whose cancellation error is ~1e-3 relative on the *distance* near 0; the returned
-    distance is therefore recomputed exactly as ``||q - bank[index]||`` for the chosen neighbour, so a
-    query identical to a bank row scores exactly 0 (the choice of neighbour is unaffected except among
-    near-ties within float error).
+    Blocks of ``chunk_size`` queries x ``bank_chunk_size`` bank rows (a running minimum over bank blocks), so
+    memory stays bounded however large the bank is, with no Python loop over patches. Each block is one GEMM
+    in the queries' dtype (float32 on every device): ``|b|^2 - 2 q.b`` by ``addmm`` with the bank's squared
+    norms computed once, minimised over the bank (``|q|^2`` is the same for every candidate and is not added).
+    Guards against the cancellation of this form:
+
+    * both sides are first centred on the bank's mean (distances do not change): ReLU features sit far from
+      the origin, and the rounding error of ``|b|^2 - 2 q.b`` is relative to ``|q|^2 + |b|^2``, so centring
+      shrinks it by the ratio of the features' spread to their magnitude;
+    * the returned distance is recomputed directly as ``||q - bank[index]||`` for the chosen neighbour, so a
+      query identical to a bank row scores exactly 0, and only the *choice* among near-ties within rounding
+      can differ from an exact search.
+
+    Measured on real PatchCore features (bottle, k = 8 bank of 6272 patches, 10192 queries, float64 brute
+    force as reference): max relative error 3.6e-5 (ResNet-18 random) and 7.8e-7 (MobileNetV2 ImageNet),
+    against 7.4e-4 and 2.9e-6 for chunked ``torch.cdist`` (which uses the same product form uncentred), and
+    13-25% less CPU time than ``cdist`` (no square root over the whole block, no per-block bank norms).
 
     Args:
         queries: ``[Q, D]``.
-        bank: ``[M, D]`` memory bank, same device and dtype.
+        bank: ``[M, D]`` memory bank, same device.
         chunk_size: query rows per block.
         bank_chunk_size: bank rows per block.
 
@@ -138,21 +180,32 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, chunk_size: in
         raise ValueError("the memory bank is empty: fit the method on at least one support image first")
     _check_chunk("chunk_size", chunk_size)
     _check_chunk("bank_chunk_size", bank_chunk_size)
-    bank = bank.to(queries.dtype)
-    distances, indices = [], []
+    centre = bank.mean(dim=0, dtype=queries.dtype)
+    bank = bank.to(queries.dtype) - centre
+    bank_sq = torch.linalg.vecdot(bank, bank)                      # [M], once
+    distances = torch.empty(queries.shape[0], dtype=queries.dtype, device=queries.device)
+    indices = torch.empty(queries.shape[0], dtype=torch.long, device=queries.device)
+    block = None
     for start in range(0, queries.shape[0], chunk_size):
-        q = queries[start:start + chunk_size]
-        best = torch.full((q.shape[0],), float("inf"), dtype=q.dtype, device=q.device)
-        best_index = torch.zeros(q.shape[0], dtype=torch.long, device=q.device)
+        q = queries[start:start + chunk_size] - centre
+        best = best_index = None
         for b_start in range(0, bank.shape[0], bank_chunk_size):
-            block_min, block_index = torch.cdist(q, bank[b_start:b_start + bank_chunk_size]).min(dim=1)
-            better = block_min < best
-            best = torch.where(better, block_min, best)
-            best_index = torch.where(better, block_index + b_start, best_index)
+            rows = bank[b_start:b_start + bank_chunk_size]
+            shape = (q.shape[0], rows.shape[0])
+            if block is None or block.shape != shape:
+                block = torch.empty(shape, dtype=q.dtype, device=q.device)   # reused across chunks
+            torch.addmm(bank_sq[b_start:b_start + rows.shape[0]], q, rows.T, beta=1, alpha=-2, out=block)
+            block_min, block_index = block.min(dim=1)
+            if best is None:
+                best, best_index = block_min, block_index
+            else:
+                better = block_min < best
+                best = torch.where(better, block_min, best)
+                best_index = torch.where(better, block_index + b_start, best_index)
         # Exact distance to the chosen neighbour (see docstring): one difference per query, vectorised.
-        distances.append(torch.linalg.vector_norm(q - bank[best_index], dim=1))
-        indices.append(best_index)
-    return torch.cat(distances), torch.cat(indices)
+        distances[start:start + q.shape[0]] = torch.linalg.vector_norm(q - bank[best_index], dim=1)
+        indices[start:start + q.shape[0]] = best_index
+    return distances, indices
 
 
 def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk_size: int = DEFAULT_QUERY_CHUNK,
@@ -255,9 +308,9 @@ def reweighted_image_scores(patch_scores: torch.Tensor, nn_indices: torch.Tensor
     damped when m* lies in a dense region of the bank whose other members are about as close to m_test*,
     and kept when m* is isolated (a rare normal pattern that a defect happens to resemble only vaguely).
 
-    How evaluation uses it: the kit's default image score is the max of the *blurred* map
-    (:func:`fsad.anomaly_map.image_scores`); with ``reweight=True`` the evaluator takes the image scores
-    from :meth:`PatchCoreMethod.score_features_with_image_scores` instead and keeps the maps for pixel metrics.
+    How evaluation uses it: with ``image_score="reweighted"``, :func:`fsad.methods.maps_and_image_scores`
+    takes the image scores from :meth:`PatchCoreMethod.score_features_with_image_scores` and keeps the
+    upsampled, blurred maps for the pixel metrics.
 
     Args:
         patch_scores: ``[B, P]`` nearest-neighbour distances of the P patches of each image.
@@ -325,8 +378,10 @@ class PatchCoreMethod:
             the supports as given).
         coreset_ratio: fraction of the bank kept by :func:`greedy_coreset`, or None to keep every patch.
         seed: seed of the coreset (projection and first centre).
-        reweight: also compute the paper's reweighted image score (Eq. 7); see
-            :meth:`score_features_with_image_scores`. Maps are unaffected.
+        image_score: image-score rule, one of :data:`IMAGE_SCORES` (default ``"patch_max"``, the paper's);
+            applied by :func:`fsad.methods.maps_and_image_scores`. Maps are unaffected.
+        border: border rule of the 3x3 local average, one of :data:`BORDERS` (default ``"include_padding"``,
+            the authors').
         feature_batch: images per backbone forward.
         chunk_size, bank_chunk_size: block sizes of the nearest-neighbour search.
         reweight_neighbours: b of Eq. 7.
@@ -341,9 +396,10 @@ class PatchCoreMethod:
     name = "patchcore"
 
     def __init__(self, extractor: torch.nn.Module, augment_families: Sequence[str] = (),
-                 coreset_ratio: float | None = None, seed: int = 0, reweight: bool = False,
-                 feature_batch: int = DEFAULT_FEATURE_BATCH, chunk_size: int = DEFAULT_QUERY_CHUNK,
-                 bank_chunk_size: int = DEFAULT_BANK_CHUNK, reweight_neighbours: int = REWEIGHT_NEIGHBOURS) -> None:
+                 coreset_ratio: float | None = None, seed: int = 0, image_score: str = IMAGE_SCORES[0],
+                 border: str = BORDERS[0], feature_batch: int = DEFAULT_FEATURE_BATCH,
+                 chunk_size: int = DEFAULT_QUERY_CHUNK, bank_chunk_size: int = DEFAULT_BANK_CHUNK,
+                 reweight_neighbours: int = REWEIGHT_NEIGHBOURS) -> None:
         if isinstance(augment_families, str):
             raise ValueError(f"augment_families must be a sequence of family names, not the string "
                              f"{augment_families!r}; e.g. ({augment_families!r},)")
@@ -358,10 +414,14 @@ class PatchCoreMethod:
         for name, value in (("feature_batch", feature_batch), ("chunk_size", chunk_size),
                             ("bank_chunk_size", bank_chunk_size), ("reweight_neighbours", reweight_neighbours)):
             _check_chunk(name, value)
+        if image_score not in IMAGE_SCORES:
+            raise ValueError(f"unknown PatchCore image score {image_score!r}; choose one of {', '.join(IMAGE_SCORES)}")
+        _check_border(border)
         self.extractor = extractor.eval()
         self.coreset_ratio = coreset_ratio
         self.seed = seed
-        self.reweight = reweight
+        self.image_score = image_score
+        self.border = border
         self.feature_batch = feature_batch
         self.chunk_size = chunk_size
         self.bank_chunk_size = bank_chunk_size
@@ -373,7 +433,7 @@ class PatchCoreMethod:
         stages = self.extractor(images)
         if len(stages) < 3:
             raise ValueError(f"the extractor must return 3 stage maps [f1, f2, f3], got {len(stages)}")
-        return patch_features(stages[1], stages[2])
+        return patch_features(stages[1], stages[2], border=self.border)
 
     @torch.no_grad()
     def embed(self, images: torch.Tensor) -> torch.Tensor:
@@ -423,15 +483,15 @@ class PatchCoreMethod:
         """Patch distances ``[B,h,w]`` and image scores ``[B]`` in one nearest-neighbour pass.
 
         The image scores are Eq. 7's reweighted scores (:func:`reweighted_image_scores`) when
-        ``reweight=True``, else the max of the raw (unblurred) distance map. An evaluator honouring
-        ``reweight`` uses these image scores in place of the max of the blurred map and keeps the maps
-        for the pixel metrics.
+        ``image_score="reweighted"``, else the max of the raw (unblurred) distance map (``"patch_max"``; for
+        ``"map_max"`` the caller takes the max of the blurred map instead, see
+        :func:`fsad.methods.maps_and_image_scores`).
         """
         bank, queries = self._queries(features)
         batch, dim, height, width = features.shape
         distances, indices = nearest_neighbours(queries, bank, self.chunk_size, self.bank_chunk_size)
         maps = distances.reshape(batch, height, width)
-        if self.reweight:
+        if self.image_score == "reweighted":
             image_scores = reweighted_image_scores(distances.reshape(batch, -1), indices.reshape(batch, -1),
                                                    queries.reshape(batch, height * width, dim), bank,
                                                    self.reweight_neighbours, self.chunk_size)
@@ -441,8 +501,8 @@ class PatchCoreMethod:
 
     def describe(self) -> dict[str, Any]:
         return {"method": self.name, "augment_families": list(self.augment_families),
-                "coreset_ratio": self.coreset_ratio, "reweight": self.reweight,
-                "reweight_neighbours": self.reweight_neighbours if self.reweight else None,
+                "coreset_ratio": self.coreset_ratio, "image_score": self.image_score, "border": self.border,
+                "reweight_neighbours": self.reweight_neighbours if self.image_score == "reweighted" else None,
                 "seed": self.seed, "local_kernel": LOCAL_KERNEL,
                 "bank_size": None if self.bank is None else int(self.bank.shape[0]),
                 "full_bank_size": self.full_bank_size}

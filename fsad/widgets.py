@@ -3,7 +3,7 @@
 The widgets only wire controls to library calls. :class:`ExplorerSession` (no UI) does what one
 cell of :func:`fsad.evaluate.run_evaluation` does — build the model (:func:`fsad.evaluate.build_method`),
 fit :class:`fsad.methods.GaussianMethod` on the manifest's run-0 supports, score the test set,
-:func:`fsad.anomaly_map.anomaly_maps`, :mod:`fsad.metrics` — with caches so that moving a control
+:func:`fsad.methods.maps_and_image_scores`, :mod:`fsad.metrics` — with caches so that moving a control
 costs one Gaussian fit, not a reload: test images per category and test features per
 (category, model) are computed once.
 
@@ -32,10 +32,9 @@ import torch
 
 from data_tools.datasets import check_category, load_supports, load_test_set
 from data_tools.manifests import manifest_for, support_files
-from fsad.anomaly_map import anomaly_maps, image_scores
 from fsad.augment import AUGMENT_FAMILIES, views_per_image
 from fsad.evaluate import EvaluationConfig, build_method
-from fsad.methods import GaussianMethod
+from fsad.methods import GaussianMethod, maps_and_image_scores
 from fsad.metrics import image_auroc, pixel_auroc
 from fsad.models.stn import STN_MODES
 from fsad import viz
@@ -199,9 +198,9 @@ class ExplorerSession:
         supports = load_supports(self.data_root, category, files, self.image_size).to(self.device)
         seed_everything(self.seed)
         method.fit(supports)
-        maps_tensor = anomaly_maps(method.score_features(self._features[feature_key]), self.image_size)
+        maps_tensor, scores_tensor = maps_and_image_scores(method, self._features[feature_key], self.image_size)
         maps = maps_tensor.cpu().numpy()
-        scores = image_scores(maps_tensor).cpu().numpy()
+        scores = scores_tensor.cpu().numpy()
         masks = test["masks"] if test["has_masks"] else None
         return ExplorerResult(
             category=category, k=int(k), augment_families=tuple(augment_families), stn_mode=stn_mode,

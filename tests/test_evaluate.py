@@ -106,3 +106,26 @@ def test_checkpoint_mismatches_are_refused(tiny_root, tmp_path):
     trained = run_evaluation(_config(tiny_root, tmp_path / "ok.json", checkpoint=str(checkpoint), ks=[1], runs=1),
                              progress=False)
     assert trained["checkpoint"]["target"] == "washer"
+
+
+def test_patchcore_rules_are_options_recorded_in_results(tiny_root, tmp_path):
+    base = ["evaluate", "--data-root", str(tiny_root), "--dataset", "synthetic", "--k", "1", "--runs", "1",
+            "--weights", "random", "--image-size", "64", "--categories", "washer", "--method", "patchcore",
+            "--quiet"]
+    documents = {}
+    for border, rule in (("include_padding", "patch_max"), ("exclude_padding", "map_max")):
+        out = tmp_path / f"{border}_{rule}.json"
+        extra = [] if rule == "patch_max" else ["--patchcore-border", border, "--patchcore-image-score", rule]
+        assert main(base + ["--out", str(out)] + extra) == 0        # the first run: the defaults
+        documents[rule] = json.loads(out.read_text())
+        assert documents[rule]["config"]["patchcore_border"] == border
+        assert documents[rule]["config"]["patchcore_image_score"] == rule
+        assert documents[rule]["method_options"]["border"] == border
+        assert documents[rule]["method_options"]["image_score"] == rule
+        assert documents[rule]["resume_key"]["patchcore_image_score"] == rule
+    assert documents["patch_max"]["cells"][0]["image_auroc"] is not None
+    # the options belong to PatchCore only: other methods' resume keys do not carry them
+    assert "patchcore_border" not in _config(tiny_root, tmp_path / "g.json").resume_key()
+    with pytest.raises(ValueError, match="patchcore-image-score"):
+        run_evaluation(_config(tiny_root, tmp_path / "bad.json", method="patchcore", augment_families=[],
+                               patchcore_image_score="mean"), progress=False)

@@ -1,4 +1,4 @@
-"""PatchCore-k: nearest-neighbour scores, coreset, local averaging, reweighting and the method wrapper."""
+"""PatchCore-k: nearest-neighbour scores, coreset, local averaging (border rules), image-score rules, the method."""
 from __future__ import annotations
 
 import math
@@ -8,8 +8,10 @@ import pytest
 import torch
 from torch import nn
 
-from fsad.patchcore import (PatchCoreMethod, greedy_coreset, local_average, nearest_distance, nearest_neighbours,
-                            patch_features, reweighted_image_scores)
+from fsad.anomaly_map import anomaly_maps, image_scores
+from fsad.methods import maps_and_image_scores
+from fsad.patchcore import (BORDERS, IMAGE_SCORES, PatchCoreMethod, greedy_coreset, local_average, nearest_distance,
+                            nearest_neighbours, patch_features, reweighted_image_scores)
 
 
 class TinyExtractor(nn.Module):
@@ -76,17 +78,55 @@ def test_nearest_distance_errors() -> None:
 
 
 # --------------------------------------------------------------------------- local features
-def test_local_average_hand_computed() -> None:
+def _zero_padded_mean_by_hand(x: np.ndarray) -> np.ndarray:
+    """The authors' definition, written out: every cell = (sum of its 3x3 neighbours, zeros outside) / 9."""
+    n, c, h, w = x.shape
+    out = np.zeros_like(x, dtype=np.float64)
+    for i in range(h):
+        for j in range(w):
+            total = np.zeros((n, c))
+            for di in (-1, 0, 1):
+                for dj in (-1, 0, 1):
+                    if 0 <= i + di < h and 0 <= j + dj < w:
+                        total += x[:, :, i + di, j + dj]
+            out[:, :, i, j] = total / 9.0
+    return out
+
+
+def test_local_average_default_is_the_zero_padded_mean() -> None:
     x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6) ** 1.5
     y = local_average(x)
     assert y.shape == x.shape
-    # interior position (2, 3): mean of the 3x3 block rows 1..3, cols 2..4
-    assert torch.allclose(y[1, 2, 2, 3], x[1, 2, 1:4, 2:5].mean())
-    # corner: count_include_pad=False averages only the 4 existing neighbours
-    assert torch.allclose(y[0, 1, 0, 0], x[0, 1, 0:2, 0:2].mean())
+    np.testing.assert_allclose(y.numpy(), _zero_padded_mean_by_hand(x.numpy()), rtol=1e-6)
+    # corner: the 4 existing neighbours summed, divided by 9 (the 5 padded zeros count)
+    assert torch.allclose(y[0, 1, 0, 0], x[0, 1, 0:2, 0:2].sum() / 9)
     assert torch.equal(local_average(x, kernel=1), x)
     with pytest.raises(ValueError, match="odd"):
         local_average(x, kernel=2)
+
+
+def test_local_average_exclude_padding_option() -> None:
+    x = torch.arange(2 * 3 * 5 * 6, dtype=torch.float32).reshape(2, 3, 5, 6) ** 1.5
+    y = local_average(x, border="exclude_padding")
+    # interior position (2, 3): mean of the 3x3 block rows 1..3, cols 2..4, as with padding
+    assert torch.allclose(y[1, 2, 2, 3], x[1, 2, 1:4, 2:5].mean())
+    assert torch.allclose(y[1, 2, 2, 3], local_average(x)[1, 2, 2, 3])
+    # corner: only the 4 existing neighbours, edge (not corner): the 6 existing ones
+    assert torch.allclose(y[0, 1, 0, 0], x[0, 1, 0:2, 0:2].mean())
+    assert torch.allclose(y[0, 1, 0, 3], x[0, 1, 0:2, 2:5].mean())
+    with pytest.raises(ValueError, match="include_padding"):
+        local_average(x, border="zeros")
+
+
+def test_patch_features_border_reaches_three_cells_in_after_upsampling() -> None:
+    # Constant maps: the two rules differ only where padding enters; on the stage-2 grid that is its outer ring
+    # for stage 2, but upsampled stage 3 carries its own border difference further in.
+    s2, s3 = torch.ones(1, 2, 12, 12), torch.ones(1, 3, 6, 6)
+    inc, exc = patch_features(s2, s3), patch_features(s2, s3, border="exclude_padding")
+    assert torch.equal(exc, torch.ones_like(exc))
+    differs = (inc != exc).any(dim=1)[0]
+    assert differs[0].all() and differs[:, 0].all()        # the outer ring
+    assert differs[2, 6] and not differs[4:8, 4:8].any()    # 3rd cell in still differs, the centre does not
 
 
 def test_patch_features_shape_and_content() -> None:
@@ -95,8 +135,10 @@ def test_patch_features_shape_and_content() -> None:
     out = patch_features(s2, s3)
     assert out.shape == (2, 12, 8, 8)
     assert torch.allclose(out[:, :5], local_average(s2))
-    # a constant stage 3 stays constant after averaging and bilinear upsampling
-    const = patch_features(s2, torch.full((2, 7, 4, 4), 2.5))
+    assert torch.allclose(patch_features(s2, s3, border="exclude_padding")[:, :5],
+                          local_average(s2, border="exclude_padding"))
+    # a constant stage 3 stays constant after averaging (existing neighbours) and bilinear upsampling
+    const = patch_features(s2, torch.full((2, 7, 4, 4), 2.5), border="exclude_padding")
     assert torch.allclose(const[:, 5:], torch.full((2, 7, 8, 8), 2.5))
     with pytest.raises(ValueError, match="batch sizes differ"):
         patch_features(s2, s3[:1])
@@ -174,7 +216,8 @@ def test_identical_image_scores_zero_everywhere() -> None:
     other = method.score(_images(1, seed=8))
     assert other.max() > 1e-2
     info = method.describe()
-    assert info["method"] == "patchcore" and info["bank_size"] == 3 * 4 * 4 and info["reweight"] is False
+    assert info["method"] == "patchcore" and info["bank_size"] == 3 * 4 * 4
+    assert info["image_score"] == "patch_max" and info["border"] == "include_padding"
     assert info["coreset_ratio"] is None and info["augment_families"] == []
 
 
@@ -193,7 +236,7 @@ def test_fit_score_deterministic_with_coreset_and_reweight() -> None:
     supports, test = _images(2, seed=11), _images(2, seed=12)
     results = []
     for _ in range(2):
-        method = PatchCoreMethod(TinyExtractor(), coreset_ratio=0.25, seed=3, reweight=True)
+        method = PatchCoreMethod(TinyExtractor(), coreset_ratio=0.25, seed=3, image_score="reweighted")
         method.fit(supports)
         assert method.describe()["bank_size"] == math.ceil(0.25 * 2 * 16)
         results.append((method.score(test), *method.score_features_with_image_scores(method.embed(test))))
@@ -238,3 +281,64 @@ def test_real_feature_extractor_if_available() -> None:
     assert maps.shape == (1, 8, 8)
     assert method.embed(supports[:1]).shape[1] == sum(backbone.STAGE_CHANNELS["resnet18"][1:])
     assert torch.allclose(maps, torch.zeros_like(maps), atol=1e-4)
+
+
+# --------------------------------------------------------------------------- image-score rules
+class _FixedMapMethod:
+    """A method whose patch map is given by hand (as a PatchCore-like method: score_features_with_image_scores)."""
+
+    def __init__(self, distances: torch.Tensor, image_score: str) -> None:
+        self.distances, self.image_score = distances, image_score
+
+    def score_features(self, features: torch.Tensor) -> torch.Tensor:
+        return self.distances
+
+    def score_features_with_image_scores(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.distances, self.distances.flatten(1).amax(1)
+
+
+def test_image_score_rules_on_a_hand_made_map() -> None:
+    # Image 0: one isolated hot patch (5.0) that the blur spreads out; image 1: a broad plateau of 3.0.
+    d = torch.zeros(2, 8, 8)
+    d[0, 4, 4] = 5.0
+    d[1, 2:7, 2:7] = 3.0
+    maps, patch_max = maps_and_image_scores(_FixedMapMethod(d, "patch_max"), torch.empty(2), 64)
+    assert torch.equal(patch_max, torch.tensor([5.0, 3.0]))          # the paper's s*: raw patch maximum
+    blurred, map_max = maps_and_image_scores(_FixedMapMethod(d, "map_max"), torch.empty(2), 64)
+    assert torch.equal(maps, blurred) and torch.equal(maps, anomaly_maps(d, 64))
+    assert torch.equal(map_max, image_scores(anomaly_maps(d, 64)))
+    # the blur flattens the single hot patch below the plateau: the two rules rank the images oppositely
+    assert map_max[0] < map_max[1] and patch_max[0] > patch_max[1]
+
+
+def test_patchcore_image_score_rules_end_to_end() -> None:
+    supports, test = _images(2, seed=21), _images(3, seed=22)
+    scores = {}
+    for rule in IMAGE_SCORES:
+        method = PatchCoreMethod(TinyExtractor(), image_score=rule)
+        method.fit(supports)
+        features = method.embed(test)
+        maps, scores[rule] = maps_and_image_scores(method, features, 32)
+        assert torch.equal(maps, anomaly_maps(method.score_features(features), 32))   # maps never depend on the rule
+        if rule == "patch_max":
+            assert torch.equal(scores[rule], method.score_features(features).flatten(1).amax(1))
+        if rule == "map_max":
+            assert torch.equal(scores[rule], image_scores(maps))
+    assert torch.all(scores["reweighted"] <= scores["patch_max"])
+    with pytest.raises(ValueError, match="patch_max"):
+        PatchCoreMethod(TinyExtractor(), image_score="max")
+    with pytest.raises(ValueError, match="include_padding"):
+        PatchCoreMethod(TinyExtractor(), border="zero")
+    assert set(BORDERS) == {"include_padding", "exclude_padding"}
+
+
+def test_nearest_neighbours_no_cancellation_far_from_origin() -> None:
+    # Features far from the origin (like ReLU features) with small spread: |q|^2 + |b|^2 >> d^2, where the
+    # uncentred |q|^2 - 2qb + |b|^2 form loses the distance. Exact up to float32 on the differences.
+    g = torch.Generator().manual_seed(5)
+    bank = 1000.0 + torch.randn(300, 32, generator=g) * 0.05
+    queries = bank[:40] + torch.randn(40, 32, generator=g) * 0.01
+    expected_d, expected_i = _numpy_nearest(queries.numpy(), bank.numpy())
+    d, i = nearest_neighbours(queries, bank, chunk_size=16, bank_chunk_size=64)
+    np.testing.assert_array_equal(i.numpy(), expected_i)
+    np.testing.assert_allclose(d.numpy(), expected_d, rtol=1e-3)
