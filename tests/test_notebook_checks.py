@@ -51,7 +51,7 @@ def _markdown(path: Path) -> list[str]:
 
 
 # ----------------------------------------------------------------------------------------------- (a) commands
-COMMAND = re.compile(r"python -m (fsad|data_tools)\b([^`\n;&]*)")
+COMMAND = re.compile(r"python -m (fsad|data_tools)(?![.\w])([^`\n;&]*)")
 
 
 def commands_in(text: str) -> list[tuple[str, str]]:
