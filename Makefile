@@ -6,14 +6,14 @@ VENV := .venv
 PY := $(VENV)/bin/python
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint figures venv clean real-results
+.PHONY: demo test lint figures venv clean real-results book lab
 
 venv: $(STAMP)
 
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab,dev,bench]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab,dev,bench,docs]"
 	# Register the venv's kernel under a fixed name so JupyterLab and papermill run notebooks in it.
 	$(PY) -m ipykernel install --sys-prefix --name fsad-kit --display-name "Python (fsad-kit)" >/dev/null
 	touch $(STAMP)
@@ -21,6 +21,16 @@ $(STAMP): pyproject.toml constraints.txt
 # Every notebook in smoke mode as a papermill batch (about 4 minutes on 2 cores); outputs under runs/smoke/.
 demo: $(STAMP)
 	$(PY) -m fsad demo
+
+# The course website from the executed smoke notebooks (runs `make demo` first; finished notebooks are kept).
+# Open runs/book/html/index.html; it needs no network (MathJax is served from the site).
+book: $(STAMP)
+	$(PY) -m fsad demo --resume
+	$(PY) -m fsad.book --executed runs/smoke --out runs/book
+
+# JupyterLab on notebooks/ with the kit's kernel (registered by the install step above).
+lab: $(STAMP)
+	$(VENV)/bin/jupyter lab --ServerApp.root_dir=notebooks --MultiKernelManager.default_kernel_name=fsad-kit
 
 # pytest exits 5 when it collects no tests; that must fail too, not pass quietly.
 test: $(STAMP)

@@ -310,6 +310,8 @@ def table7(config: AblationConfig, progress: bool = True,
     Returns:
         The document written to ``<out>/table7.json`` (and ``table7.csv``).
     """
+    from fsad.costs import variant_label
+
     variants = dict(variants or RCM_TABLE7_VARIANTS)
     unknown = [name for name, (attention, _) in variants.items() if attention not in ("none", "tam", "mam")]
     if unknown:
@@ -324,7 +326,9 @@ def table7(config: AblationConfig, progress: bool = True,
         checkpoints[name] = used.get(variant.stn_mode, {})
         paper = RCM_TABLE7.get(name, {})
         for k in ks:
-            rows.append({"row": name, "attention": attention, "dcn": dcn, "k": k,
+            # "row" keeps the paper's name (R18...) for look-ups; "label" names the backbone actually used.
+            rows.append({"row": name, "label": variant_label(name, config.backbone), "attention": attention, "dcn": dcn,
+                         "k": k,
                          **_macro(cells[name], k, config.runs),
                          "paper_image_auroc": paper.get("image", {}).get(k),
                          "paper_pixel_auroc": paper.get("pixel", {}).get(k)})

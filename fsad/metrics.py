@@ -204,4 +204,97 @@ def aupro(masks: Any, maps: Any, fpr_limit: float = AUPRO_FPR_LIMIT, connectivit
     return float(np.trapezoid(y, x) / fpr_limit)
 
 
-__all__ = ["AUPRO_FPR_LIMIT", "MetricError", "aupro", "f1_max", "image_auroc", "pixel_auroc", "pro_curve"]
+# ------------------------------------------------------------------------------------------- operating points
+# AUROC summarises every threshold; a deployed inspector needs one. The decision rule is "anomalous iff
+# score >= threshold" (scikit-learn's convention for roc_curve / precision_recall_curve). scikit-learn has the
+# curves but no "F1 and false-alarm rate at every threshold" table nor a "threshold for a false-alarm budget"
+# helper, so both are built here from one sort (no loop over thresholds) and tested against scikit-learn.
+
+
+def threshold_curve(labels: Any, scores: Any) -> dict[str, np.ndarray]:
+    """Precision, recall, F1 and false-alarm rate at every distinct score, used as threshold (decreasing).
+
+    Args:
+        labels: 1 = anomalous, 0 = normal.
+        scores: higher = more anomalous.
+
+    Returns:
+        dict of equal-length arrays: ``threshold`` (distinct scores, decreasing), ``tp``, ``fp``, ``precision``,
+        ``recall`` (true-positive rate), ``f1``, ``false_alarm_rate`` (FPR: good images flagged / good images).
+
+    Example:
+        >>> c = threshold_curve([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+        >>> c["threshold"].tolist(), c["f1"].round(3).tolist(), c["false_alarm_rate"].tolist()
+        ([0.8, 0.4, 0.35, 0.1], [0.667, 0.5, 0.8, 0.667], [0.0, 0.5, 0.5, 1.0])
+    """
+    y, s = _labels_and_scores(labels, scores)
+    order = np.argsort(-s, kind="stable")
+    s_sorted, y_sorted = s[order], y[order]
+    ends = np.append(np.flatnonzero(np.diff(s_sorted)), s.size - 1)  # last index of each run of tied scores
+    tp = np.cumsum(y_sorted)[ends]
+    fp = np.cumsum(1 - y_sorted)[ends]
+    positives, negatives = int(y.sum()), int(y.size - y.sum())
+    precision = tp / (tp + fp)
+    recall = tp / positives
+    denom = precision + recall
+    f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
+    return {"threshold": s_sorted[ends], "tp": tp, "fp": fp, "precision": precision, "recall": recall, "f1": f1,
+            "false_alarm_rate": fp / negatives}
+
+
+def operating_point(labels: Any, scores: Any, threshold: float) -> dict[str, float]:
+    """Counts and rates of the decision "anomalous iff score >= threshold".
+
+    Example:
+        >>> p = operating_point([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8], 0.35)
+        >>> p["tp"], p["fp"], p["fn"], p["tn"], p["false_alarm_rate"], round(p["f1"], 3)
+        (2, 1, 0, 1, 0.5, 0.8)
+    """
+    y, s = _labels_and_scores(labels, scores)
+    flagged = s >= threshold
+    tp, fp = int(np.sum(flagged & (y == 1))), int(np.sum(flagged & (y == 0)))
+    fn, tn = int(np.sum(~flagged & (y == 1))), int(np.sum(~flagged & (y == 0)))
+    precision = tp / (tp + fp) if tp + fp else 0.0
+    recall = tp / (tp + fn)
+    f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
+    return {"threshold": float(threshold), "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": precision,
+            "recall": recall, "f1": f1, "false_alarm_rate": fp / (fp + tn)}
+
+
+def threshold_for_false_alarm_rate(labels: Any, scores: Any, max_false_alarm_rate: float) -> float:
+    """The lowest threshold whose false-alarm rate on the given images is at most ``max_false_alarm_rate``.
+
+    The lowest such threshold catches the most defects within the false-alarm budget. With ``n`` good images
+    the achievable rates are multiples of ``1/n``: a 1 % budget needs at least 100 good images to differ from 0.
+
+    Raises:
+        ValueError: ``max_false_alarm_rate`` outside ``[0, 1]``.
+
+    Example:
+        >>> threshold_for_false_alarm_rate([0, 0, 0, 0, 1], [0.1, 0.2, 0.3, 0.9, 0.5], 0.25)
+        0.5
+    """
+    if not 0.0 <= max_false_alarm_rate <= 1.0:
+        raise ValueError(f"max_false_alarm_rate must be in [0, 1], got {max_false_alarm_rate}")
+    curve = threshold_curve(labels, scores)
+    allowed = np.flatnonzero(curve["false_alarm_rate"] <= max_false_alarm_rate + 1e-12)
+    # The rate grows as the threshold falls, so the allowed thresholds are a prefix; at least the top score
+    # qualifies unless good images tie with it (then nothing below infinity does).
+    if allowed.size == 0:
+        return float(np.nextafter(curve["threshold"][0], np.inf))
+    return float(curve["threshold"][allowed[-1]])
+
+
+def best_f1_threshold(labels: Any, scores: Any) -> float:
+    """The threshold of the highest F1 (the highest such threshold when several tie).
+
+    Example:
+        >>> best_f1_threshold([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8])
+        0.35
+    """
+    curve = threshold_curve(labels, scores)
+    return float(curve["threshold"][int(np.argmax(curve["f1"]))])
+
+
+__all__ = ["AUPRO_FPR_LIMIT", "MetricError", "aupro", "best_f1_threshold", "f1_max", "image_auroc",
+           "operating_point", "pixel_auroc", "pro_curve", "threshold_curve", "threshold_for_false_alarm_rate"]

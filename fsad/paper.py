@@ -210,3 +210,78 @@ def as_records() -> list[dict[str, Any]]:
             for k, value in values.items():
                 records.append({"dataset": dataset, "category": category, "k": k, "regad_image_auroc": value})
     return records
+
+
+# --------------------------------------------------------------------------- places in the papers
+# Every "Sec./Eq./Table/Fig. N" that the notebooks cite, with what is there. tests/test_notebook_checks.py checks
+# each entry against the papers' text in ../shared/papers/ (the anchor is found, every `about` word occurs in the
+# text of that place) and each citation in the notebooks against this table (the place exists, and the prose
+# around the citation names one of its `about` words). RCM-FSAD's text has no numbered sections, so it has only
+# Tables, Figures and Eq. 1 (its only numbered equation, "equation (1)": the Z-pool).
+REGAD_PAPER_FILE = "regad_eccv2022.txt"
+RCM_PAPER_FILE = "rcm_fsad.txt"
+
+PAPER_REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
+    # place -> `about`: lower-case words found in the paper at that place (and expected near a citation of it).
+    "regad": {
+        "Sec. 3": ("problem setting", "support set", "category-agnostic"),
+        "Sec. 4": ("method", "registration", "support set"),
+        "Sec. 4.1": ("registration", "stn", "siamese", "simsiam", "stop-gradient", "affine", "loss", "encoder"),
+        "Sec. 4.2": ("normal distribution", "covariance", "augment", "support"),
+        "Sec. 4.3": ("inference", "mahalanobis", "anomaly map", "inverse", "score"),
+        "Sec. 5.1": ("dataset", "mvtec", "mpdd", "epochs", "resnet"),
+        "Sec. 5.2": ("comparison", "adaptation", "one-shot"),
+        "Sec. 5.3": ("ablation", "augment", "stn"),
+        "Sec. 5.4": ("visualization", "t-sne", "localization"),
+        "Eq. 1": ("stn", "affine", "transformation"),
+        "Eq. 2": ("cosine", "loss", "siamese", "stop-gradient"),
+        "Eq. 3": ("symmetrized", "loss", "simsiam"),
+        "Eq. 4": ("covariance", "regularization", "gaussian"),
+        "Eq. 5": ("mahalanobis", "anomaly score"),
+        "Table 1": ("mvtec", "k-shot", "category"),
+        "Table 2": ("mpdd", "k-shot", "category"),
+        "Table 3": ("mvtec", "mpdd", "macro-average", "setting"),
+        "Table 4": ("vanilla", "localization", "mvtec", "mpdd"),
+        "Table 5": ("ablation", "augment", "registration", "stn", "localization"),
+        "Table 6": ("stn", "transformation", "ablation"),
+        "Fig. 1": ("registration", "few-shot", "category"),
+        "Fig. 2": ("architecture", "stn", "siamese", "registration"),
+        "Fig. 3": ("localization", "qualitative", "mvtec", "mpdd"),
+        "Fig. 4": ("t-sne", "registration", "features"),
+    },
+    "rcm": {
+        "Eq. 1": ("z-pool", "pool"),
+        "Table 1": ("detection", "mvtec", "k-shot"),
+        "Table 2": ("detection", "mvtec", "k-shot"),
+        "Table 3": ("detection", "mvtec", "k-shot"),
+        "Table 4": ("localization", "mvtec", "k-shot"),
+        "Table 5": ("localization", "mvtec", "k-shot"),
+        "Table 6": ("localization", "mvtec", "k-shot"),
+        "Table 7": ("ablation", "mam", "dcnv2"),
+        "Fig. 2": ("tam", "branches"),
+        "Fig. 3": ("stn", "spatial transformer"),
+        "Fig. 4": ("rcm-fsad", "mam", "registration"),
+        "Fig. 6": ("siamese",),
+        "Fig. 7": ("localization", "mvtec"),
+    },
+}
+PAPER_NAMES = {"regad": "RegAD (Huang et al., ECCV 2022)", "rcm": "RCM-FSAD (Xie et al.)"}
+
+
+def reference_key(kind: str, number: str) -> str:
+    """Canonical key of a cited place: ``reference_key("Sections", "4.1") == "Sec. 4.1"``.
+
+    Example:
+        >>> reference_key("Eqs.", "3"), reference_key("Figure", "4"), reference_key("Tables", "5")
+        ('Eq. 3', 'Fig. 4', 'Table 5')
+    """
+    word = kind.lower().rstrip(".")
+    if word.startswith("sec"):
+        return f"Sec. {number}"
+    if word.startswith("eq"):
+        return f"Eq. {number}"
+    if word.startswith("tab"):
+        return f"Table {number}"
+    if word.startswith("fig"):
+        return f"Fig. {number}"
+    raise ValueError(f"unknown kind of reference {kind!r}; expected Sec., Eq., Table or Fig.")

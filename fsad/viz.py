@@ -88,7 +88,52 @@ def localisation_panel(images: torch.Tensor, masks: np.ndarray | None, maps: np.
             axes[i, 0].set_ylabel(titles[i], fontsize=8)
             axes[i, 0].text(2, 12, titles[i], color="white", fontsize=7, backgroundcolor="black")
     fig.tight_layout()
+    # One colour scale for every map and overlay (vmin/vmax above), so one colour bar says what the colours mean.
+    bar = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="jet"), ax=list(axes[:, 2:].flat),
+                       fraction=0.03, pad=0.02)
+    bar.set_label("anomaly score (Mahalanobis distance)", fontsize=8)
     return fig
+
+
+def threshold_figure(curve: dict[str, np.ndarray], scores: np.ndarray, labels: np.ndarray,
+                     marks: dict[str, float] | None = None, title: str = "") -> plt.Figure:
+    """Left: F1, precision, recall and false-alarm rate against the threshold (``fsad.metrics.threshold_curve``);
+    right: the good/defective score histograms on the same threshold axis. ``marks``: named thresholds drawn as
+    vertical lines on both panels (the operating points)."""
+    fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), sharex=True)
+    styles = {"F1": ("tab:purple", "-"), "precision": ("tab:green", "--"), "recall (defects caught)": ("tab:red", "-"),
+              "false-alarm rate": ("tab:blue", "-")}
+    keys = {"F1": "f1", "precision": "precision", "recall (defects caught)": "recall",
+            "false-alarm rate": "false_alarm_rate"}
+    for name, (color, style) in styles.items():
+        left.step(curve["threshold"], curve[keys[name]], where="post", color=color, linestyle=style, label=name)
+    left.set_xlabel("threshold t (flag the image if its score ≥ t)")
+    left.set_ylabel("rate")
+    left.set_ylim(-0.02, 1.02)
+    scores, labels = np.asarray(scores, float), np.asarray(labels)
+    bins = np.linspace(float(scores.min()), float(scores.max()), 25)
+    right.hist(scores[labels == 0], bins=bins, alpha=0.6, color="tab:blue", label=f"good ({int((labels == 0).sum())})")
+    right.hist(scores[labels == 1], bins=bins, alpha=0.6, color="tab:red",
+               label=f"defective ({int((labels == 1).sum())})")
+    right.set_xlabel("image score (max of the anomaly map)")
+    right.set_ylabel("test images")
+    for (name, value), color in zip((marks or {}).items(), ("black", "tab:orange", "tab:gray", "tab:olive")):
+        for ax in (left, right):
+            ax.axvline(value, color=color, linestyle=":", linewidth=1.5, label=f"{name}: t = {value:.2f}")
+    left.legend(fontsize=7, loc="best")
+    right.legend(fontsize=7, loc="best")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    fig.tight_layout()
+    return fig
+
+
+def decision_overlay(map_: np.ndarray, mask: np.ndarray | None, threshold: float) -> np.ndarray:
+    """RGB picture of the pixel decision ``map >= threshold`` against the ground truth: green = hit (flagged
+    defect pixel), red = false alarm (flagged normal pixel), blue = missed defect pixel, black = correct normal."""
+    flagged = np.asarray(map_) >= threshold
+    truth = np.zeros_like(flagged) if mask is None else np.asarray(mask).astype(bool)
+    return np.stack([flagged & ~truth, flagged & truth, ~flagged & truth], axis=-1).astype(float)
 
 
 def score_histogram(scores: np.ndarray, labels: np.ndarray, title: str = "") -> plt.Figure:

@@ -251,7 +251,7 @@ class AblationExplorer(widgets.VBox):
         self.stn_dropdown = widgets.Dropdown(options=[NO_STN_LABEL, *STN_MODES], value=NO_STN_LABEL,
                                              description="STN mode", style=style)
         self.help = widgets.HTML(
-            "<div style='font-size:90%;line-height:1.3'><b>Augmentation families</b> (the paper's 'A', Sec. 4.3): "
+            "<div style='font-size:90%;line-height:1.3'><b>Augmentation families</b> (the paper's 'A', RegAD Sec. 4.2): "
             "each ticked family adds its views of every support image before the Gaussian is fitted. " + STN_HELP
             + (f" Checkpoints from <code>{session.checkpoint_dir}</code>." if session.checkpoint_dir else "")
             + "</div>")

@@ -170,6 +170,10 @@ def test_table7_trains_each_rcm_variant_with_its_modules(root: Path, tmp_path: P
     config = read_checkpoint(document["checkpoints"]["+MAM+DCNv2"]["washer"])["model_config"]
     assert (config["attention"], config["dcn"]) == ("mam", True)
     assert read_checkpoint(document["checkpoints"]["R18"]["washer"])["model_config"]["attention"] == "none"
-    assert (tmp_path / "table7.csv").read_text().startswith("row,attention,dcn,k")
+    assert (tmp_path / "table7.csv").read_text().startswith("row,label,attention,dcn,k")
+    from fsad.costs import variant_label  # rows are labelled by the backbone actually used, e.g. "MNv2"
+
+    backbone = document["config"]["backbone"]
+    assert [row["label"] for row in document["rows"]] == [variant_label("R18", backbone), "+MAM+DCNv2"]
     with pytest.raises(ValueError, match="unknown attention"):
         table7(_config(root, tmp_path), progress=False, variants={"bad": ("cbam", False)})

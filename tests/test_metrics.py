@@ -156,3 +156,70 @@ def test_pro_curve_matches_a_threshold_loop_reference():
         pro = np.mean([(pred[i] & reg).sum() / reg.sum() for i, reg in region_masks])
         assert fprs[t_index + 1] == pytest.approx(fpr, abs=1e-12)
         assert pros[t_index + 1] == pytest.approx(pro, abs=1e-12)
+
+
+# ----------------------------------------------------------------------------------------- operating points
+def _random_case(seed: int, n: int = 60):
+    rng = np.random.default_rng(seed)
+    labels = rng.integers(0, 2, n)
+    labels[:2] = [0, 1]
+    scores = np.round(rng.normal(labels * 1.0, 1.0), 1)  # rounded: ties, as real scores can have
+    return labels, scores
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_threshold_curve_matches_sklearn(seed: int) -> None:
+    from sklearn.metrics import f1_score, precision_score, roc_curve
+
+    from fsad.metrics import f1_max, threshold_curve
+
+    labels, scores = _random_case(seed)
+    curve = threshold_curve(labels, scores)
+    fpr, tpr, thresholds = roc_curve(labels, scores, drop_intermediate=False)
+    # roc_curve starts with an extra (0, 0) point at threshold +inf.
+    np.testing.assert_allclose(curve["threshold"], thresholds[1:])
+    np.testing.assert_allclose(curve["false_alarm_rate"], fpr[1:])
+    np.testing.assert_allclose(curve["recall"], tpr[1:])
+    for i in (0, len(curve["threshold"]) // 2, -1):
+        predicted = scores >= curve["threshold"][i]
+        assert curve["f1"][i] == pytest.approx(f1_score(labels, predicted))
+        assert curve["precision"][i] == pytest.approx(precision_score(labels, predicted))
+    assert curve["f1"].max() == pytest.approx(f1_max(labels, scores))
+
+
+def test_operating_point_matches_sklearn_confusion_matrix() -> None:
+    from sklearn.metrics import confusion_matrix, f1_score
+
+    from fsad.metrics import operating_point
+
+    labels, scores = _random_case(3)
+    point = operating_point(labels, scores, 0.5)
+    tn, fp, fn, tp = confusion_matrix(labels, scores >= 0.5).ravel()
+    assert (point["tn"], point["fp"], point["fn"], point["tp"]) == (tn, fp, fn, tp)
+    assert point["f1"] == pytest.approx(f1_score(labels, scores >= 0.5))
+    assert point["false_alarm_rate"] == pytest.approx(fp / (fp + tn))
+
+
+@pytest.mark.parametrize("budget", [0.0, 0.01, 0.1, 0.3, 1.0])
+def test_threshold_for_false_alarm_rate_is_the_lowest_within_budget(budget: float) -> None:
+    from fsad.metrics import operating_point, threshold_curve, threshold_for_false_alarm_rate
+
+    labels, scores = _random_case(4, n=200)
+    t = threshold_for_false_alarm_rate(labels, scores, budget)
+    assert operating_point(labels, scores, t)["false_alarm_rate"] <= budget
+    lower = threshold_curve(labels, scores)["threshold"]
+    lower = lower[lower < t]
+    if lower.size:  # the next threshold down breaks the budget
+        assert operating_point(labels, scores, lower.max())["false_alarm_rate"] > budget
+
+
+def test_threshold_helpers_reject_bad_input() -> None:
+    from fsad.metrics import MetricError, best_f1_threshold, threshold_for_false_alarm_rate
+
+    with pytest.raises(ValueError, match="max_false_alarm_rate"):
+        threshold_for_false_alarm_rate([0, 1], [0.1, 0.2], 1.5)
+    with pytest.raises(MetricError, match="both normal and anomalous"):
+        best_f1_threshold([0, 0], [0.1, 0.2])
+    # A good image tied with the top score: even the top threshold breaks a zero budget.
+    t = threshold_for_false_alarm_rate([0, 1], [0.9, 0.9], 0.0)
+    assert t > 0.9

@@ -105,3 +105,28 @@ def test_figures_are_saved(tmp_path):
     for name, fig in figures.items():
         path = viz.savefig(fig, name, tmp_path)
         assert path == tmp_path / "figures" / f"{name}.png" and path.stat().st_size > 1000
+
+
+def test_decision_overlay_colours_hits_false_alarms_and_misses():
+    from fsad.viz import decision_overlay
+
+    map_ = np.array([[0.9, 0.9], [0.1, 0.1]])
+    mask = np.array([[1, 0], [1, 0]])
+    rgb = decision_overlay(map_, mask, 0.5)
+    assert rgb[0, 0].tolist() == [0, 1, 0]  # hit
+    assert rgb[0, 1].tolist() == [1, 0, 0]  # false alarm
+    assert rgb[1, 0].tolist() == [0, 0, 1]  # missed
+    assert rgb[1, 1].tolist() == [0, 0, 0]  # correct normal
+
+
+def test_threshold_figure_and_localisation_panel_have_labelled_axes_and_colour_bar():
+    import torch
+
+    from fsad.metrics import threshold_curve
+    from fsad.viz import localisation_panel, threshold_figure
+
+    labels, scores = np.array([0, 0, 1, 1]), np.array([0.1, 0.4, 0.35, 0.8])
+    fig = threshold_figure(threshold_curve(labels, scores), scores, labels, marks={"best F1": 0.35})
+    assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
+    panel = localisation_panel(torch.zeros(2, 3, 8, 8), np.zeros((2, 8, 8)), np.random.default_rng(0).random((2, 8, 8)))
+    assert "Mahalanobis" in panel.axes[-1].get_ylabel()  # the colour bar's label
