@@ -356,18 +356,6 @@ def inside_outside_figure(inside: np.ndarray, outside: np.ndarray, good_scores: 
     return fig
 
 
-def tsne_2d(features: np.ndarray | torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
-    """2-D t-SNE (scikit-learn) of ``[N,D]`` features, PCA-initialised; the perplexity is capped below N so
-    that tiny smoke runs work (t-SNE requires perplexity < N)."""
-    from sklearn.manifold import TSNE
-
-    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    array = array.reshape(len(array), -1).astype(np.float32)
-    perplexity = float(min(perplexity, max(2.0, (len(array) - 1) / 3.0)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed).fit_transform(array)
-
-
 def embedding_scatters(panels: dict[str, tuple[np.ndarray, Sequence[str]]], size: float = 4.2) -> plt.Figure:
     """Several 2-D embeddings side by side, one colour per group and one legend (the paper's Fig. 4 a/b)."""
     import seaborn as sns

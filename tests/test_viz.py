@@ -78,17 +78,6 @@ def test_feature_pca_rgb_shapes_and_equal_inputs():
     assert out[0].min() >= 0 and out[0].max() <= 1
 
 
-def test_tsne_2d_separates_two_blobs_and_handles_tiny_inputs():
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 0.1, (20, 8)), rng.normal(5, 0.1, (20, 8))])
-    points = viz.tsne_2d(x, seed=0)
-    assert points.shape == (40, 2)
-    a, b = points[:20].mean(0), points[20:].mean(0)
-    spread = max(points[:20].std(0).max(), points[20:].std(0).max())
-    assert np.linalg.norm(a - b) > 3 * spread
-    assert viz.tsne_2d(rng.normal(size=(5, 3)), seed=0).shape == (5, 2)   # perplexity capped below N
-
-
 def test_figures_are_saved(tmp_path):
     maps = np.random.default_rng(0).random((4, 16, 16))
     labels = np.array([0, 0, 1, 1])
