@@ -94,3 +94,17 @@ def test_figures_are_saved(tmp_path):
     for name, fig in figures.items():
         path = viz.savefig(fig, name, tmp_path)
         assert path == tmp_path / "figures" / f"{name}.png" and path.stat().st_size > 1000
+
+
+def test_contour_panels_share_one_scale_and_take_points_per_panel(tmp_path):
+    gx, gy = np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9))
+    field = np.hypot(gx, gy)
+    pts = np.zeros((3, 2))
+    fig = viz.contour_panels(gx, gy, {"a": field, "b": 2 * field}, [pts, pts[:2]], levels=(0.5, 1), vmax=2)
+    meshes = [ax.collections[0] for ax in fig.axes[:2]]
+    assert all(m.get_clim() == (0, 2) for m in meshes)            # one colour scale for every panel
+    assert [ax.get_legend().get_texts()[0].get_text() for ax in fig.axes[:2]] == [
+        "samples the Gaussian is fitted on (N = 3)", "samples the Gaussian is fitted on (N = 2)"]
+    assert viz.savefig(fig, "contours", tmp_path).stat().st_size > 1000
+    with pytest.raises(ValueError, match="one per field"):
+        viz.contour_panels(gx, gy, {"a": field}, [pts, pts])
