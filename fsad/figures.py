@@ -2,7 +2,7 @@
 
 Everything here reads results files (``run_evaluation`` JSON, the ablation grids' ``table5/6/7.json``)
 or calls the library to produce the few things results files do not hold (anomaly maps for the
-localisation panels, features for the t-SNE figure). The notebooks 05–08 and ``make figures`` only
+localisation panels; the t-SNE figure is :mod:`fsad.embedding`). The notebooks 05–08 and ``make figures`` only
 call these functions, so a table is built one way whichever door it is reached through.
 
 Units: results files hold AUROCs as fractions; every table made here is in % (as the papers are),
@@ -37,8 +37,6 @@ from fsad.utils import atomic_write_json, atomic_write_text
 ABLATION_FORMAT = "fsad-ablation-v1"
 # The real-data subsets live beside the checkout (as in tests/conftest.py); FSAD_SHARED_DATA overrides.
 SHARED_DATA_ENV = "FSAD_SHARED_DATA"
-# t-SNE perplexity (scikit-learn's default, 30) is capped at (n - 1) / 3 so small smoke sets still run.
-TSNE_PERPLEXITY = 30.0
 # The label of PatchCore-k whose bank also holds the augmented views: the column name method_config accepts and
 # the label method_label gives such results, so the two cannot drift apart.
 AUGMENTED_PATCHCORE = "patchcore_aug"
@@ -566,52 +564,6 @@ def localisation_figure(examples: dict[str, Any]) -> plt.Figure:
     fig.suptitle(f"{examples['method']} on {examples['category']}, k={examples['k']} (run {examples['run']})",
                  fontsize=10, y=1.01)
     return fig
-
-
-# --------------------------------------------------------------------------- t-SNE (the paper's Fig. 4)
-@torch.no_grad()
-def pooled_embeddings(model: torch.nn.Module, images: torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """Global-average-pooled registered features (``model.embed``) per image: ``[N, C]`` (448 for ResNet-18)."""
-    model = model.eval()
-    parts = [model.embed(images[i:i + batch_size]).mean(dim=(2, 3)) for i in range(0, len(images), batch_size)]
-    return torch.cat(parts).cpu().numpy()
-
-
-def tsne_points(features: np.ndarray, seed: int = 0, perplexity: float = TSNE_PERPLEXITY) -> np.ndarray:
-    """2-D t-SNE (scikit-learn, PCA init) of ``[N, C]`` features, standardised per channel first."""
-    from sklearn.manifold import TSNE
-    from sklearn.preprocessing import StandardScaler
-
-    features = np.asarray(features, dtype=np.float64)
-    if len(features) < 4:
-        raise ValueError(f"t-SNE needs at least 4 points, got {len(features)}; use more images per category.")
-    perplexity = min(perplexity, (len(features) - 1) / 3)
-    scaled = StandardScaler().fit_transform(features)
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", random_state=seed).fit_transform(scaled)
-
-
-def tsne_figure(panels: dict[str, tuple[np.ndarray, Sequence[str]]], title: str = "") -> plt.Figure:
-    """Side-by-side t-SNE scatters (e.g. ``{"(a) without registration": (points, groups), "(b) with": ...}``)."""
-    import seaborn as sns
-
-    fig, axes = plt.subplots(1, len(panels), figsize=(4.6 * len(panels), 4.2), squeeze=False)
-    for ax, (name, (points, groups)) in zip(axes[0], panels.items()):
-        sns.scatterplot(x=points[:, 0], y=points[:, 1], hue=list(groups), s=16, ax=ax, palette="tab20")
-        ax.set_xticks([])
-        ax.set_yticks([])
-        ax.set_title(name, fontsize=9)
-        ax.legend(fontsize=7, markerscale=0.8, loc="best")
-    fig.suptitle(title, fontsize=10)
-    fig.tight_layout()
-    return fig
-
-
-def cluster_separation(points: np.ndarray, groups: Sequence[str]) -> float:
-    """Silhouette score of the groups (scikit-learn): higher = more compact within and apart between categories,
-    the property the paper's Fig. 4 shows by eye."""
-    from sklearn.metrics import silhouette_score
-
-    return float(silhouette_score(points, list(groups)))
 
 
 # --------------------------------------------------------------------------- real sample images

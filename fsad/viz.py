@@ -401,18 +401,6 @@ def inside_outside_figure(inside: np.ndarray, outside: np.ndarray, good_scores: 
     return fig
 
 
-def tsne_2d(features: np.ndarray | torch.Tensor, seed: int = 0, perplexity: float = 30.0) -> np.ndarray:
-    """2-D t-SNE (scikit-learn) of ``[N,D]`` features, PCA-initialised; the perplexity is capped below N so
-    that tiny smoke runs work (t-SNE requires perplexity < N)."""
-    from sklearn.manifold import TSNE
-
-    array = features.detach().cpu().numpy() if isinstance(features, torch.Tensor) else np.asarray(features)
-    array = array.reshape(len(array), -1).astype(np.float32)
-    perplexity = float(min(perplexity, max(2.0, (len(array) - 1) / 3.0)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed).fit_transform(array)
-
-
 def embedding_scatters(panels: dict[str, tuple[np.ndarray, Sequence[str]]], size: float = 4.2) -> plt.Figure:
     """Several 2-D embeddings side by side, one colour per group and one legend (the paper's Fig. 4 a/b)."""
     import seaborn as sns
@@ -432,4 +420,42 @@ def embedding_scatters(panels: dict[str, tuple[np.ndarray, Sequence[str]]], size
     handles, names = axes[0, 0].get_legend_handles_labels()
     fig.legend(handles, names, loc="center right", fontsize=7, markerscale=1.5, frameon=False)
     fig.tight_layout(rect=(0, 0, 1 - 1.5 / (size * len(panels) + 1.6), 1))
+    return fig
+
+
+def contour_panels(grid_x: np.ndarray, grid_y: np.ndarray, fields: dict[str, np.ndarray],
+                   points: np.ndarray | Sequence[np.ndarray], levels: Sequence[float] = (1, 2, 3, 4, 5),
+                   xlabel: str = "channel 1", ylabel: str = "channel 2",
+                   colorbar_label: str = "distance from the mean", vmax: float | None = None,
+                   size: float = 3.4) -> plt.Figure:
+    """Distance fields over a 2-D feature plane, side by side on one colour scale, with the samples drawn on top.
+
+    Args:
+        grid_x, grid_y: ``[H, W]`` coordinates (``np.meshgrid``).
+        fields: title -> ``[H, W]`` distance values (e.g. Euclidean and Mahalanobis distance to the mean).
+        points: ``[N, 2]`` samples the distances were fitted on, or one such array per panel.
+        levels: contour lines drawn (labelled).
+        vmax: top of the shared colour scale (default: the largest level).
+    """
+    vmax = float(max(levels)) if vmax is None else vmax
+    per_panel = list(points) if not isinstance(points, np.ndarray) else [points] * len(fields)
+    if len(per_panel) != len(fields):
+        raise ValueError(f"{len(fields)} fields but {len(per_panel)} point sets; pass one array or one per field.")
+    fig, axes = plt.subplots(1, len(fields), figsize=(size * len(fields) + 1.0, size), squeeze=False,
+                             constrained_layout=True)
+    image = None
+    for ax, (title, field), pts in zip(axes[0], fields.items(), per_panel):
+        image = ax.pcolormesh(grid_x, grid_y, np.minimum(field, vmax), cmap="viridis", vmin=0, vmax=vmax,
+                              shading="auto")
+        lines = ax.contour(grid_x, grid_y, field, levels=list(levels), colors="white", linewidths=0.8)
+        ax.clabel(lines, fontsize=7, fmt="%g")
+        pts = np.asarray(pts)
+        ax.scatter(pts[:, 0], pts[:, 1], s=14, color="tab:red", edgecolor="white", linewidth=0.5,
+                   label=f"samples the Gaussian is fitted on (N = {len(pts)})")
+        ax.set_xlabel(xlabel)
+        ax.set_ylabel(ylabel)
+        ax.set_title(title, fontsize=9)
+        ax.set_aspect("equal")
+        ax.legend(fontsize=6, loc="upper left")
+    fig.colorbar(image, ax=list(axes[0]), label=colorbar_label, shrink=0.9)
     return fig

@@ -153,17 +153,6 @@ def test_select_examples() -> None:
     assert figures.select_examples(np.array([0.2, 0.8]), np.array([0, 1]), n=2)["worst defect"] == []
 
 
-def test_tsne_points_and_separation() -> None:
-    rng = np.random.default_rng(0)
-    a = rng.normal(0, 0.1, (10, 5))
-    b = rng.normal(5, 0.1, (10, 5))
-    points = figures.tsne_points(np.concatenate([a, b]), seed=0)
-    assert points.shape == (20, 2)
-    assert figures.cluster_separation(points, ["a"] * 10 + ["b"] * 10) > 0.5
-    with pytest.raises(ValueError, match="at least 4"):
-        figures.tsne_points(np.zeros((3, 5)))
-
-
 def test_paper_constants_are_consistent() -> None:
     # Table 1 RegAD columns average to the paper's Average row (this is how the garbled cable/capsule cells
     # were placed); Table 2 likewise.

@@ -16,7 +16,8 @@ import pytest
 import yaml
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
-NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))  # 05b_... too
+# Two digits, an optional letter for a notebook inserted later (03b), then "_": 00_quickstart, 03b_when_...
+NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 GRIDS = REPO_ROOT / "notebooks" / "grids"
 # Every notebook exposes these (the conventions in README / fsad.notebook.setup).
 REQUIRED_PARAMETERS = {"smoke", "device", "data_root", "dataset", "seed", "output_dir"}
@@ -140,3 +141,15 @@ def test_notebook_executes_in_smoke_mode(path: Path, tmp_path: Path, monkeypatch
         assert {"table5.png", "table6.png", "table7.png", "tsne.png"} <= published
         assert {"table5.csv", "table6.csv", "table7.csv", "paper_regad_per_category.csv"} <= tables
     assert seconds < SMOKE_BUDGET_S, f"{path.name} took {seconds:.0f} s in smoke mode (budget {SMOKE_BUDGET_S} s)"
+
+
+@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem.split("_")[0] in {"02", "03", "03b", "04"}],
+                         ids=lambda p: p.stem)
+def test_registration_notebooks_load_the_shipped_checkpoint_by_default(path: Path) -> None:
+    nb = nbformat.read(path, as_version=4)
+    namespace: dict = {}
+    exec(compile(_parameters_cell(nb).source, path.name, "exec"), namespace)
+    assert namespace.get("train_from_scratch") is False and namespace.get("checkpoint") is None, \
+        f"{path.name}: needs train_from_scratch = False and checkpoint = None (the shipped checkpoint by default)"
+    code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
+    assert "fsad.pretrained import" in code, f"{path.name}: must load the checkpoint through fsad.pretrained"

@@ -78,17 +78,6 @@ def test_feature_pca_rgb_shapes_and_equal_inputs():
     assert out[0].min() >= 0 and out[0].max() <= 1
 
 
-def test_tsne_2d_separates_two_blobs_and_handles_tiny_inputs():
-    rng = np.random.default_rng(0)
-    x = np.concatenate([rng.normal(0, 0.1, (20, 8)), rng.normal(5, 0.1, (20, 8))])
-    points = viz.tsne_2d(x, seed=0)
-    assert points.shape == (40, 2)
-    a, b = points[:20].mean(0), points[20:].mean(0)
-    spread = max(points[:20].std(0).max(), points[20:].std(0).max())
-    assert np.linalg.norm(a - b) > 3 * spread
-    assert viz.tsne_2d(rng.normal(size=(5, 3)), seed=0).shape == (5, 2)   # perplexity capped below N
-
-
 def test_figures_are_saved(tmp_path):
     maps = np.random.default_rng(0).random((4, 16, 16))
     labels = np.array([0, 0, 1, 1])
@@ -130,3 +119,17 @@ def test_threshold_figure_and_localisation_panel_have_labelled_axes_and_colour_b
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
     panel = localisation_panel(torch.zeros(2, 3, 8, 8), np.zeros((2, 8, 8)), np.random.default_rng(0).random((2, 8, 8)))
     assert "Mahalanobis" in panel.axes[-1].get_ylabel()  # the colour bar's label
+
+
+def test_contour_panels_share_one_scale_and_take_points_per_panel(tmp_path):
+    gx, gy = np.meshgrid(np.linspace(-1, 1, 9), np.linspace(-1, 1, 9))
+    field = np.hypot(gx, gy)
+    pts = np.zeros((3, 2))
+    fig = viz.contour_panels(gx, gy, {"a": field, "b": 2 * field}, [pts, pts[:2]], levels=(0.5, 1), vmax=2)
+    meshes = [ax.collections[0] for ax in fig.axes[:2]]
+    assert all(m.get_clim() == (0, 2) for m in meshes)            # one colour scale for every panel
+    assert [ax.get_legend().get_texts()[0].get_text() for ax in fig.axes[:2]] == [
+        "samples the Gaussian is fitted on (N = 3)", "samples the Gaussian is fitted on (N = 2)"]
+    assert viz.savefig(fig, "contours", tmp_path).stat().st_size > 1000
+    with pytest.raises(ValueError, match="one per field"):
+        viz.contour_panels(gx, gy, {"a": field}, [pts, pts])
