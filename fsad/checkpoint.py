@@ -16,7 +16,8 @@ and no pickled object (no class, no function) is ever rebuilt from a user file:
   dicts with integer keys (the optimiser's per-parameter state) are ``{"__int_keys__": {...}}`` and NumPy
   arrays (NumPy's RNG state) are ``{"__ndarray__": [...], "dtype": "uint32"}``;
 * ``"tensors"``: ``{NAME: torch.Tensor}``, NAME being the dotted path of the tensor in the checkpoint
-  (``model_state.backbone.conv1.weight``, ``optimizer.state.3.momentum_buffer``, ``rng.torch``).
+  (``model_state.backbone.conv1.weight``, ``optimizer.state.3.momentum_buffer``, ``rng.torch``; suffixed
+  ``#N`` should two paths spell the same name).
 
 Required keys: :data:`REQUIRED_KEYS`. Anything else (``fsad-checkpoint-v1``, a pickle holding other
 objects) is refused by :func:`read_checkpoint` with one line; a v1 checkpoint is converted once with
@@ -65,6 +66,8 @@ def _convert_hint(path: Path) -> str:
 def _encode(value: Any, name: str, tensors: dict[str, torch.Tensor]) -> Any:
     """JSON-able copy of ``value`` with every tensor moved into ``tensors`` under its dotted path."""
     if isinstance(value, torch.Tensor):
+        if name in tensors:  # a dotted key that spells another path: keep both, under distinct names
+            name = f"{name}#{len(tensors)}"
         tensors[name] = value.detach().cpu()
         return {"__tensor__": name}
     if isinstance(value, np.ndarray):

@@ -230,6 +230,24 @@ def test_evaluate_refuses_bad_input_in_one_line(case: str, root: Path, tmp_path:
     assert not out.exists() and not out.with_suffix(".csv").exists()
 
 
+def test_unwritable_out_is_refused_before_any_work(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                  capsys: pytest.CaptureFixture) -> None:
+    import fsad.evaluate
+    import fsad.utils
+
+    def denied(*args, **kwargs):  # what a read-only folder gives (tests run as root, where chmod does not bite)
+        raise PermissionError(13, "Permission denied")
+
+    def no_work(*args, **kwargs):
+        raise AssertionError("work started before the output was checked")
+
+    monkeypatch.setattr(fsad.utils.tempfile, "TemporaryFile", denied)
+    monkeypatch.setattr(fsad.evaluate, "resolve_manifest", no_work)
+    out = tmp_path / "ro" / "R.json"
+    _refused(capsys, fsad_main(_evaluate(root, out)), "--out", str(tmp_path), "Permission denied")
+    assert not out.exists()
+
+
 # --------------------------------------------------------------------------- checkpoints cannot run code
 class _CreatesAFile:
     def __init__(self, path: Path) -> None:
