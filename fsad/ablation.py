@@ -25,7 +25,6 @@ Example:
 """
 from __future__ import annotations
 
-import argparse
 import math
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
@@ -38,7 +37,7 @@ from fsad.evaluate import EvaluationConfig, run_evaluation
 from fsad.results import PERCENT_KEYS, summarise
 from fsad.paper import PAPER_TABLE5, PAPER_TABLE6, RCM_TABLE7, RCM_TABLE7_VARIANTS
 from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
-                        DEFAULT_WEIGHT_DECAY, TrainConfig, add_train_options, checkpoint_complete, train)
+                        DEFAULT_WEIGHT_DECAY, TrainConfig, checkpoint_complete, train)
 from fsad.utils import atomic_write_json, atomic_write_text, check_output_dir, environment_info, resolve_device
 
 ABLATION_FORMAT = "fsad-ablation-v1"
@@ -356,50 +355,3 @@ def format_ablation(document: dict[str, Any]) -> str:
             line += f"  {pct(row['pixel_auroc']):>7} {'(' + paper(row['paper_pixel_auroc']) + ')':>8}"
         lines.append(line)
     return "\n".join(lines)
-
-
-# --------------------------------------------------------------------------- CLI
-def register_ablation_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``python -m fsad ablation {table5,table6,table7}`` to the CLI's subparsers."""
-    from fsad.cli import add_data_options, add_model_options
-
-    parser = subparsers.add_parser("ablation", help="ablation grids: RegAD Table 5 (A/F/S), Table 6 (STN modes), RCM-FSAD Table 7")
-    tables = parser.add_subparsers(dest="table", required=True)
-    for name, ks, help_text in (("table5", TABLE5_KS, "rows none, A, F, F+S, A+F, A+F+S for each k"),
-                                ("table6", TABLE6_KS, "A+F with no STN and each of the 9 STN modes"),
-                                ("table7", TABLE5_KS, "RCM-FSAD: A+F+S with R18, +TAM, +MAM, +DCNv2, +MAM+DCNv2")):
-        table = tables.add_parser(name, help=help_text)
-        add_data_options(table)
-        table.add_argument("--categories", nargs="+", help="evaluated (left-out) categories; default: all present")
-        table.add_argument("--k", nargs="+", type=int, default=list(ks))
-        table.add_argument("--runs", type=int, default=10)
-        table.add_argument("--manifest", help="support-set manifest JSON (default as in `evaluate`)")
-        add_train_options(table)
-        table.add_argument("--out", required=True, help="folder for checkpoints/, cells/ and the table files")
-        table.add_argument("--resume", action="store_true", help="reuse finished checkpoints and cells in --out")
-        table.add_argument("--quiet", action="store_true", help="no progress bars")
-        add_model_options(table)
-        table.set_defaults(func=cmd_ablation)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> AblationConfig:
-    if getattr(args, "no_stn", False):
-        raise ConfigError("--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
-                          "Use --stn-mode to choose the STN of Table 5's 'S' rows.")
-    return AblationConfig(
-        data_root=args.data_root, dataset=args.dataset, out=args.out, categories=args.categories, ks=list(args.k),
-        runs=args.runs, stn_mode=args.stn_mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, pairing=args.pairing, support_k=args.support_k,
-        train_backbone=args.train_backbone, max_steps_per_epoch=args.max_steps_per_epoch,
-        num_workers=args.num_workers, image_size=args.image_size, backbone=args.backbone, weights=args.weights,
-        attention=args.attention, dcn=args.dcn, manifest=args.manifest, device=args.device, seed=args.seed,
-        resume=args.resume)
-
-
-def cmd_ablation(args: argparse.Namespace) -> int:
-    config = config_from_args(args)
-    document = {"table5": table5, "table6": table6, "table7": table7}[args.table](config, progress=not args.quiet)
-    print(format_ablation(document))
-    print(f"results: {Path(config.out) / (args.table + '.json')} and .csv")
-    return 0

@@ -26,7 +26,6 @@ objects) is refused by :func:`read_checkpoint` with one line; a v1 checkpoint is
 """
 from __future__ import annotations
 
-import argparse
 import json
 import pickle
 import re
@@ -251,27 +250,3 @@ def convert_checkpoint(old: str | Path, new: str | Path, overwrite: bool = False
     save_checkpoint(payload, new)
     read_checkpoint(new)  # the converted file must load
     return new
-
-
-def register_checkpoint_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``python -m fsad checkpoint convert OLD NEW``."""
-    parser = subparsers.add_parser("checkpoint", help="checkpoint utilities (convert old checkpoints)")
-    actions = parser.add_subparsers(dest="action", required=True)
-    convert = actions.add_parser(
-        "convert", help=f"convert a {', '.join(LEGACY_FORMATS)} checkpoint to {CHECKPOINT_FORMAT}",
-        description=f"Convert an older fsad checkpoint ({', '.join(LEGACY_FORMATS)}, a pickled dict) into the safe "
-                    f"{CHECKPOINT_FORMAT} format that evaluate/train read. OLD is read with "
-                    "torch.load(weights_only=True), allowing only the NumPy array types v1 stored its RNG state in: "
-                    "no other pickled object is rebuilt, so a file that needs more is refused, never run. "
-                    "Convert only files you asked to convert.")
-    convert.add_argument("old", help=f"the {', '.join(LEGACY_FORMATS)} checkpoint (e.g. runs/train/weave/last.pt)")
-    convert.add_argument("new", help=f"where to write the {CHECKPOINT_FORMAT} checkpoint")
-    convert.add_argument("--overwrite", action="store_true", help="replace NEW if it exists")
-    convert.set_defaults(func=_cmd_convert)
-    return parser
-
-
-def _cmd_convert(args: argparse.Namespace) -> int:
-    new = convert_checkpoint(args.old, args.new, overwrite=args.overwrite)
-    print(f"converted {args.old} -> {new} ({CHECKPOINT_FORMAT})")
-    return 0

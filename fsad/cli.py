@@ -1,49 +1,117 @@
-"""Command line: ``python -m fsad {evaluate,demo,...}``; every command calls the same library functions as the notebooks."""
+"""Command line: ``python -m fsad COMMAND``. Every command calls the same library functions as the notebooks.
+
+All argparse code of the kit lives in this module and nothing in ``fsad`` imports it (no import cycle):
+the library takes config dataclasses, this module turns arguments into them.
+"""
 from __future__ import annotations
 
 import argparse
 import sys
 from pathlib import Path
-from typing import Sequence
+from typing import Any, Sequence
 
 from fsad.augment import AUGMENT_FAMILIES
 from fsad.errors import FsadError
 
+PROG = "python -m fsad"
+
+
+class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescriptionHelpFormatter):
+    """Defaults shown after each option's help (not for flags and options without a default); descriptions and
+    examples kept as written."""
+
+    def _get_help_string(self, action: argparse.Action) -> str:
+        if action.default in (None, False, argparse.SUPPRESS) or "%(default)" in (action.help or ""):
+            return action.help or ""
+        return super()._get_help_string(action)
+
+
+def add_command(commands: Any, name: str, help: str, example: str, description: str | None = None,
+                **kwargs: Any) -> argparse.ArgumentParser:
+    """A subcommand with a one-line help, a description and an example (shown by ``--help``)."""
+    return commands.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
+                               epilog=f"example:\n  {example}", formatter_class=HelpFormatter, **kwargs)
+
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
     """Options shared by every command that builds a model (evaluate, train, ablations)."""
-    from fsad.models.stn import STN_MODES
     from fsad.models.backbone import backbone_names
+    from fsad.models.stn import STN_MODES
 
-    parser.add_argument("--backbone", choices=backbone_names(), default="resnet18",
-                        help="feature extractor; resnet18 is the paper's, mobilenet_v2 ships offline ImageNet weights")
+    parser.add_argument("--backbone", choices=("auto", *backbone_names()), default="auto",
+                        help="feature extractor; auto: resnet18 (the paper's) when its ImageNet file is cached, "
+                             "else mobilenet_v2 (ImageNet weights ship with the kit); the choice is printed and "
+                             "recorded")
     parser.add_argument("--weights", default="imagenet",
                         help="imagenet (torchvision's file / the shipped ONNX), random (explicit), or a state-dict PATH")
-    parser.add_argument("--stn-mode", choices=sorted(STN_MODES), default="rotation_scale")
+    parser.add_argument("--stn-mode", choices=sorted(STN_MODES), default="rotation_scale",
+                        help="STN transformation family (RegAD Table 6)")
     parser.add_argument("--no-stn", action="store_true", help="no STN after the stages (the 'S' ablation off)")
     parser.add_argument("--attention", choices=("none", "tam", "mam"), default="none",
                         help="RCM-FSAD attention on the input image")
     parser.add_argument("--dcn", action="store_true", help="RCM-FSAD: modulated deformable conv in the Siamese encoder")
-    parser.add_argument("--image-size", type=int, default=224)
+    parser.add_argument("--image-size", type=int, default=224, help="input side in pixels (a multiple of 32)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stochastic step")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True, help="dataset root in MVTec layout (<root>/<category>/...)")
-    parser.add_argument("--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True)
+    parser.add_argument("--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True,
+                        help="which dataset the root holds (selects the published support manifests)")
+
+
+def add_train_options(parser: argparse.ArgumentParser, epochs: int | None = None) -> None:
+    """Optimiser/pairing options shared by ``train`` and the ablation grids."""
+    from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
+                            DEFAULT_WEIGHT_DECAY, PAIRINGS)
+
+    parser.add_argument("--epochs", type=int, default=epochs or DEFAULT_EPOCHS, help="training epochs")
+    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pairs per batch")
+    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="SGD learning rate")
+    parser.add_argument("--momentum", type=float, default=DEFAULT_MOMENTUM, help="SGD momentum")
+    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, help="SGD weight decay")
+    parser.add_argument("--pairing", choices=PAIRINGS, default="pair",
+                        help="pair: two images of a category; mean-of-k: query vs the mean of k supports' "
+                             "registered layer-3 features (the authors' code)")
+    parser.add_argument("--support-k", type=int, default=DEFAULT_SUPPORT_K, help="k of --pairing mean-of-k")
+    parser.add_argument("--train-backbone", action="store_true",
+                        help="fine-tune the backbone too (the authors' code does; frozen by default)")
+    parser.add_argument("--max-steps-per-epoch", type=int, help="cut each epoch after N batches (smoke runs)")
+    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (0 caches images in memory)")
+
+
+def resolve_backbone(args: argparse.Namespace) -> None:
+    """``--backbone auto`` becomes the backbone actually used (printed; the results record it)."""
+    if getattr(args, "backbone", None) == "auto":
+        from fsad.weights import default_backbone
+
+        args.backbone = default_backbone()
+        reason = ("ResNet-18's ImageNet file is cached" if args.backbone == "resnet18"
+                  else "ResNet-18's ImageNet file is not cached; MobileNetV2's ships with the kit")
+        print(f"backbone: auto -> {args.backbone} ({reason})")
 
 
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="python -m fsad", description=__doc__)
-    commands = parser.add_subparsers(dest="command", required=True)
+    from fsad.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMATS
+    from fsad.patchcore import BORDERS, IMAGE_SCORES
 
-    evaluate = commands.add_parser("evaluate", help="few-shot evaluation over categories x k x runs")
+    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
+                                     epilog=f"run '{PROG} COMMAND --help' for a command's options and an example")
+    commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
+
+    evaluate = add_command(
+        commands, "evaluate", "few-shot evaluation over categories x k x runs (RegAD, PaDiM-k, PatchCore-k)",
+        f"{PROG} evaluate --data-root data/mvtec --dataset mvtec --categories bottle --k 2 4 8 --out runs/bottle.json",
+        description="Fit each method on k support images (published manifests), score the test set, write image "
+                    "AUROC, pixel AUROC, AUPRO and timings per (category, k, run) to a results JSON and a CSV "
+                    "summary beside it. An existing --out is refused unless --resume or --overwrite is given.")
     add_data_options(evaluate)
-    evaluate.add_argument("--categories", nargs="+", required=True)
-    evaluate.add_argument("--k", nargs="+", type=int, default=[2, 4, 8])
-    evaluate.add_argument("--runs", type=int, default=10)
-    evaluate.add_argument("--method", choices=("regad", "padim", "patchcore"), default="regad")
+    evaluate.add_argument("--categories", nargs="+", required=True, help="categories to evaluate")
+    evaluate.add_argument("--k", nargs="+", type=int, default=[2, 4, 8], help="support-set sizes")
+    evaluate.add_argument("--runs", type=int, default=10, help="support sets per k (the paper: 10)")
+    evaluate.add_argument("--method", choices=("regad", "padim", "patchcore"), default="regad",
+                          help="regad (augmented Gaussian, optional trained STNs), padim or patchcore")
     evaluate.add_argument("--manifest", help="support-set manifest JSON (default: committed one, else from the root)")
     evaluate.add_argument("--checkpoint", help="registration-trained checkpoint (default: untrained, the 'A' row)")
     evaluate.add_argument("--no-augment", action="store_true", help="no support augmentation (the 'none' row)")
@@ -52,13 +120,11 @@ def build_parser() -> argparse.ArgumentParser:
                                "regad/padim, none for patchcore")
     evaluate.add_argument("--channel-subset", type=int, help="PaDiM's random channel subset size d")
     evaluate.add_argument("--coreset-ratio", type=float, help="PatchCore greedy coreset ratio (default: full bank)")
-    from fsad.patchcore import BORDERS, IMAGE_SCORES
-
     evaluate.add_argument("--patchcore-border", choices=BORDERS, default=BORDERS[0],
-                          help="PatchCore 3x3 average at the border: zero padding counted (the authors', default) "
+                          help="PatchCore 3x3 average at the border: zero padding counted (the authors') "
                                "or only the existing neighbours")
     evaluate.add_argument("--patchcore-image-score", choices=IMAGE_SCORES, default=IMAGE_SCORES[0],
-                          help="PatchCore image score: max of the raw patch scores (the paper's, default), max of "
+                          help="PatchCore image score: max of the raw patch scores (the paper's), max of "
                                "the blurred map, or Eq. 7 reweighting")
     evaluate.add_argument("--out", required=True, help="results JSON (a CSV summary is written beside it)")
     evaluate.add_argument("--resume", action="store_true", help="skip cells already in --out (same options)")
@@ -68,15 +134,40 @@ def build_parser() -> argparse.ArgumentParser:
     add_model_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
-    from fsad.ablation import register_ablation_cli
-    from fsad.checkpoint import register_checkpoint_cli
-    from fsad.train import register_train_cli
+    train = add_command(
+        commands, "train", "leave-one-category-out registration training (SimSiam + STNs, RegAD Sec. 4.1)",
+        f"{PROG} train --data-root data/mvtec --dataset mvtec --target bottle --epochs 50 --out runs/train/bottle")
+    add_data_options(train)
+    train.add_argument("--target", required=True, help="the category left out (evaluate it with the checkpoint)")
+    train.add_argument("--train-categories", nargs="+", help="train on these only (default: all but --target)")
+    add_train_options(train)
+    train.add_argument("--keep-epochs", action="store_true", help="keep epoch_NNN.pt for every epoch")
+    train.add_argument("--out", required=True, help="output folder (last.pt, train_log.csv, epochs.csv)")
+    train.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+    train.add_argument("--quiet", action="store_true", help="no progress bars")
+    add_model_options(train)
+    train.set_defaults(func=cmd_train)
 
-    register_train_cli(commands)
-    register_ablation_cli(commands)
-    register_checkpoint_cli(commands)
+    _add_ablation(commands)
 
-    batch = commands.add_parser("batch", help="run notebooks over a parameter grid with papermill")
+    checkpoint = add_command(commands, "checkpoint", "checkpoint utilities (convert old checkpoints)",
+                             f"{PROG} checkpoint convert runs/train/bottle/last.pt runs/train/bottle/last_v2.pt")
+    actions = checkpoint.add_subparsers(dest="action", required=True, metavar="ACTION")
+    convert = add_command(
+        actions, "convert", f"convert a {', '.join(LEGACY_FORMATS)} checkpoint to {CHECKPOINT_FORMAT}",
+        f"{PROG} checkpoint convert runs/train/bottle/last.pt runs/train/bottle/last_v2.pt",
+        description=f"Convert an older fsad checkpoint ({', '.join(LEGACY_FORMATS)}, a pickled dict) into the safe "
+                    f"{CHECKPOINT_FORMAT} format that evaluate/train read. OLD is read with "
+                    "torch.load(weights_only=True), allowing only the NumPy array types v1 stored its RNG state in: "
+                    "no other pickled object is rebuilt, so a file that needs more is refused, never run. "
+                    "Convert only files you asked to convert.")
+    convert.add_argument("old", help=f"the {', '.join(LEGACY_FORMATS)} checkpoint (e.g. runs/train/weave/last.pt)")
+    convert.add_argument("new", help=f"where to write the {CHECKPOINT_FORMAT} checkpoint")
+    convert.add_argument("--overwrite", action="store_true", help="replace NEW if it exists")
+    convert.set_defaults(func=cmd_checkpoint_convert)
+
+    batch = add_command(commands, "batch", "run notebooks over a parameter grid with papermill",
+                        f"{PROG} batch notebooks/grids/table5.yaml --resume --set device=cuda")
     batch.add_argument("grid", help="grid YAML (see notebooks/grids/)")
     batch.add_argument("--resume", action="store_true", help="skip executions that already finished")
     batch.add_argument("--runs-dir", help="results go to RUNS_DIR/<grid name>/ (default: $FSAD_RUNS_DIR, else runs/ "
@@ -85,31 +176,174 @@ def build_parser() -> argparse.ArgumentParser:
                        help="override a parameter in every execution (value parsed as YAML)")
     batch.set_defaults(func=cmd_batch)
 
-    report = commands.add_parser("report", help="markdown tables of results files (methods side by side, paper beside)")
+    report = add_command(commands, "report", "markdown tables of results files (methods side by side, paper beside)",
+                         f"{PROG} report figures/results/mobilenet_v2 --macro")
     report.add_argument("sources", nargs="+", help="results JSON files or folders (searched recursively)")
     report.add_argument("--metrics", nargs="+", default=["image_auroc", "pixel_auroc", "aupro"],
-                        choices=("image_auroc", "pixel_auroc", "aupro", "f1_max"))
+                        choices=("image_auroc", "pixel_auroc", "aupro", "f1_max"), help="metric columns")
     report.add_argument("--methods", nargs="+", help="column order (default: as found)")
     report.add_argument("--macro", action="store_true", help="add macro-average rows (for whole datasets)")
     report.set_defaults(func=cmd_report)
 
-    demo = commands.add_parser("demo", help="every notebook in smoke mode on the embedded synthetic set (make demo)")
-    demo.add_argument("--runs-dir", help="outputs go to RUNS_DIR/smoke/ (default: $FSAD_RUNS_DIR, else runs/ in a source "
-                      "checkout, else ./runs)")
-    demo.add_argument("--device", default="auto")
+    demo = add_command(commands, "demo", "every notebook in smoke mode on the embedded synthetic set (make demo)",
+                       f"{PROG} demo --resume")
+    demo.add_argument("--runs-dir", help="outputs go to RUNS_DIR/smoke/ (default: $FSAD_RUNS_DIR, else runs/ in a "
+                      "source checkout, else ./runs)")
+    demo.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     demo.add_argument("--resume", action="store_true", help="skip notebooks that already ran")
     demo.set_defaults(func=cmd_demo)
 
-    notebooks = commands.add_parser(
-        "notebooks", help="copy the tutorials (and grids/) to a folder of your own, outputs cleared",
+    notebooks = add_command(
+        commands, "notebooks", "copy the tutorials (and grids/) to a folder of your own, outputs cleared",
+        f"{PROG} notebooks --student course/",
         description="Copy the kit's notebooks and grids/ to DIR with outputs cleared; --student also drops the "
                     "cells tagged 'solution'. An installed kit keeps its notebooks inside the package: run them "
-                    "from such a copy. Example: python -m fsad notebooks --student course/")
+                    "from such a copy.")
     notebooks.add_argument("dir", metavar="DIR", help="destination folder (created if missing)")
     notebooks.add_argument("--student", action="store_true", help="leave out the exercise solutions")
     notebooks.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
     notebooks.set_defaults(func=cmd_notebooks)
     return parser
+
+
+def _add_ablation(commands: Any) -> None:
+    """``python -m fsad ablation {table5,table6,table7}``."""
+    from fsad.ablation import TABLE5_KS, TABLE6_KS
+
+    ablation = add_command(commands, "ablation",
+                           "ablation grids: RegAD Table 5 (A/F/S), Table 6 (STN modes), RCM-FSAD Table 7",
+                           f"{PROG} ablation table5 --data-root data/mvtec --dataset mvtec --out runs/table5")
+    tables = ablation.add_subparsers(dest="table", required=True, metavar="TABLE")
+    for name, ks, help_text in (("table5", TABLE5_KS, "RegAD Table 5: rows none, A, F, F+S, A+F, A+F+S for each k"),
+                                ("table6", TABLE6_KS, "RegAD Table 6: A+F with no STN and each of the 9 STN modes"),
+                                ("table7", TABLE5_KS, "RCM-FSAD Table 7: A+F+S with R18, +TAM, +MAM, +DCNv2, "
+                                                      "+MAM+DCNv2")):
+        table = add_command(tables, name, help_text,
+                            f"{PROG} ablation {name} --data-root data/mvtec --dataset mvtec --out runs/{name}")
+        add_data_options(table)
+        table.add_argument("--categories", nargs="+", help="evaluated (left-out) categories; default: all present")
+        table.add_argument("--k", nargs="+", type=int, default=list(ks), help="support-set sizes")
+        table.add_argument("--runs", type=int, default=10, help="support sets per k")
+        table.add_argument("--manifest", help="support-set manifest JSON (default as in `evaluate`)")
+        add_train_options(table)
+        table.add_argument("--out", required=True, help="folder for checkpoints/, cells/ and the table files")
+        table.add_argument("--resume", action="store_true", help="reuse finished checkpoints and cells in --out")
+        table.add_argument("--quiet", action="store_true", help="no progress bars")
+        add_model_options(table)
+        table.set_defaults(func=cmd_ablation)
+
+
+# --------------------------------------------------------------------------- arguments -> configs
+def evaluation_config(args: argparse.Namespace) -> Any:
+    """``evaluate``'s arguments as an :class:`fsad.evaluate.EvaluationConfig`."""
+    if args.backbone == "auto" and args.checkpoint:
+        # A trained checkpoint fixes the backbone: auto takes it from the checkpoint's own metadata.
+        from fsad.checkpoint import read_checkpoint
+
+        try:
+            args.backbone = read_checkpoint(args.checkpoint)["model_config"]["backbone"]
+            print(f"backbone: auto -> {args.backbone} (from --checkpoint)")
+        except (FsadError, KeyError, TypeError):
+            pass  # evaluate reports what is wrong with the checkpoint, naming the file
+    resolve_backbone(args)
+    from fsad.evaluate import EvaluationConfig
+
+    # RegAD/PaDiM augment supports by default (the paper's 'A'); PatchCore's bank is plain unless asked,
+    # since 22 views multiply its nearest-neighbour search by 22.
+    if args.no_augment:
+        families: Sequence[str] = []
+    elif args.augment:
+        families = list(AUGMENT_FAMILIES) if "all" in args.augment else list(dict.fromkeys(args.augment))
+    else:
+        families = [] if args.method == "patchcore" else list(AUGMENT_FAMILIES)
+    stn_mode = None if getattr(args, "no_stn", False) else args.stn_mode
+    return EvaluationConfig(
+        data_root=args.data_root, dataset=args.dataset, categories=list(args.categories), ks=list(args.k),
+        runs=args.runs, out=args.out, method=args.method, backbone=args.backbone, weights=args.weights,
+        checkpoint=args.checkpoint, stn_mode=stn_mode, augment_families=list(families),
+        image_size=args.image_size, manifest=args.manifest, channel_subset=args.channel_subset,
+        coreset_ratio=args.coreset_ratio, attention=args.attention, dcn=args.dcn, device=args.device,
+        patchcore_border=args.patchcore_border, patchcore_image_score=args.patchcore_image_score,
+        seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+    )
+
+
+def train_config(args: argparse.Namespace) -> Any:
+    """``train``'s arguments as a :class:`fsad.train.TrainConfig`."""
+    resolve_backbone(args)
+    from fsad.train import TrainConfig
+
+    return TrainConfig(
+        data_root=args.data_root, dataset=args.dataset, target=args.target, out=args.out,
+        stn_mode=None if args.no_stn else args.stn_mode, epochs=args.epochs, batch_size=args.batch_size,
+        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, image_size=args.image_size,
+        pairing=args.pairing, support_k=args.support_k, backbone=args.backbone, weights=args.weights,
+        attention=args.attention, dcn=args.dcn, train_backbone=args.train_backbone,
+        train_categories=args.train_categories, device=args.device, seed=args.seed, resume=args.resume,
+        max_steps_per_epoch=args.max_steps_per_epoch, keep_epochs=args.keep_epochs, num_workers=args.num_workers,
+    )
+
+
+def ablation_config(args: argparse.Namespace) -> Any:
+    """``ablation TABLE``'s arguments as an :class:`fsad.ablation.AblationConfig`."""
+    resolve_backbone(args)
+    from fsad.ablation import AblationConfig
+    from fsad.errors import ConfigError
+
+    if getattr(args, "no_stn", False):
+        raise ConfigError("--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
+                          "Use --stn-mode to choose the STN of Table 5's 'S' rows.")
+    return AblationConfig(
+        data_root=args.data_root, dataset=args.dataset, out=args.out, categories=args.categories, ks=list(args.k),
+        runs=args.runs, stn_mode=args.stn_mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
+        momentum=args.momentum, weight_decay=args.weight_decay, pairing=args.pairing, support_k=args.support_k,
+        train_backbone=args.train_backbone, max_steps_per_epoch=args.max_steps_per_epoch,
+        num_workers=args.num_workers, image_size=args.image_size, backbone=args.backbone, weights=args.weights,
+        attention=args.attention, dcn=args.dcn, manifest=args.manifest, device=args.device, seed=args.seed,
+        resume=args.resume)
+
+
+# --------------------------------------------------------------------------- commands
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from fsad.evaluate import print_summary, run_evaluation
+
+    document = run_evaluation(evaluation_config(args), progress=not args.quiet)
+    print_summary(document)
+    print(f"results: {args.out} (summary: {Path(args.out).with_suffix('.csv')})")
+    return 0
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from fsad.checkpoint import read_checkpoint
+    from fsad.train import train
+
+    last = train(train_config(args), progress=not args.quiet)
+    payload = read_checkpoint(last)
+    history = payload["history"]
+    print(f"trained {payload['epoch']} epochs on {', '.join(payload['train_categories'])} "
+          f"(left out {payload['target']}); final mean loss {history[-1]['mean_loss']:.4f}, "
+          f"{sum(h['seconds'] for h in history):.1f} s in all")
+    print(f"checkpoint: {last}  (evaluate with: python -m fsad evaluate --checkpoint {last} "
+          f"--categories {payload['target']} ...)")
+    return 0
+
+
+def cmd_ablation(args: argparse.Namespace) -> int:
+    from fsad.ablation import format_ablation, table5, table6, table7
+
+    config = ablation_config(args)
+    document = {"table5": table5, "table6": table6, "table7": table7}[args.table](config, progress=not args.quiet)
+    print(format_ablation(document))
+    print(f"results: {Path(config.out) / (args.table + '.json')} and .csv")
+    return 0
+
+
+def cmd_checkpoint_convert(args: argparse.Namespace) -> int:
+    from fsad.checkpoint import CHECKPOINT_FORMAT, convert_checkpoint
+
+    new = convert_checkpoint(args.old, args.new, overwrite=args.overwrite)
+    print(f"converted {args.old} -> {new} ({CHECKPOINT_FORMAT})")
+    return 0
 
 
 def cmd_notebooks(args: argparse.Namespace) -> int:
@@ -119,15 +353,6 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
     kind = "student copies (no solutions)" if args.student else "copies"
     print(f"{len(written)} notebooks written as {kind} to {Path(args.dir).resolve()}; "
           f"run them with: jupyter lab {args.dir}")
-    return 0
-
-
-def cmd_evaluate(args: argparse.Namespace) -> int:
-    from fsad.evaluate import config_from_args, print_summary, run_evaluation
-
-    document = run_evaluation(config_from_args(args), progress=not args.quiet)
-    print_summary(document)
-    print(f"results: {args.out} (summary: {Path(args.out).with_suffix('.csv')})")
     return 0
 
 

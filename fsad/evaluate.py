@@ -11,9 +11,8 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
-import numpy as np
 import torch
 from tqdm.auto import tqdm
 
@@ -355,25 +354,3 @@ def print_summary(document: dict[str, Any]) -> str:
     table = format_table(summarise(document["cells"]))
     print(table)
     return table
-
-
-def config_from_args(args: Any) -> EvaluationConfig:
-    # RegAD/PaDiM augment supports by default (the paper's 'A'); PatchCore's bank is plain unless asked,
-    # since 22 views multiply its nearest-neighbour search by 22.
-    if args.no_augment:
-        families: Sequence[str] = []
-    elif args.augment:
-        families = list(AUGMENT_FAMILIES) if "all" in args.augment else list(dict.fromkeys(args.augment))
-    else:
-        families = [] if args.method == "patchcore" else list(AUGMENT_FAMILIES)
-    stn_mode = None if getattr(args, "no_stn", False) else args.stn_mode
-    return EvaluationConfig(
-        data_root=args.data_root, dataset=args.dataset, categories=list(args.categories), ks=list(args.k),
-        runs=args.runs, out=args.out, method=args.method, backbone=args.backbone, weights=args.weights,
-        checkpoint=args.checkpoint, stn_mode=stn_mode, augment_families=list(families),
-        image_size=args.image_size, manifest=args.manifest, channel_subset=args.channel_subset,
-        coreset_ratio=args.coreset_ratio, attention=args.attention, dcn=args.dcn, device=args.device,
-        patchcore_border=getattr(args, "patchcore_border", "include_padding"),
-        patchcore_image_score=getattr(args, "patchcore_image_score", "patch_max"),
-        seed=args.seed, resume=args.resume, overwrite=getattr(args, "overwrite", False),
-    )

@@ -48,7 +48,6 @@ Example:
 """
 from __future__ import annotations
 
-import argparse
 import csv
 import random
 import time
@@ -487,63 +486,3 @@ def train(config: TrainConfig, progress: bool = True,
             callback(epoch + 1, None)
     epochs_bar.close()
     return last
-
-
-# --------------------------------------------------------------------------- CLI
-def add_train_options(parser: argparse.ArgumentParser, epochs: int = DEFAULT_EPOCHS) -> None:
-    """Optimiser/pairing options shared by ``train`` and the ablation grids."""
-    parser.add_argument("--epochs", type=int, default=epochs)
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE)
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR)
-    parser.add_argument("--momentum", type=float, default=DEFAULT_MOMENTUM)
-    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY)
-    parser.add_argument("--pairing", choices=PAIRINGS, default="pair",
-                        help="pair: two images of a category; mean-of-k: query vs the mean of k supports' "
-                             "registered layer-3 features (the authors' code)")
-    parser.add_argument("--support-k", type=int, default=DEFAULT_SUPPORT_K, help="k of --pairing mean-of-k")
-    parser.add_argument("--train-backbone", action="store_true",
-                        help="fine-tune the backbone too (the authors' code does; frozen by default)")
-    parser.add_argument("--max-steps-per-epoch", type=int, help="cut each epoch after N batches (smoke runs)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (0 caches images in memory)")
-
-
-def register_train_cli(subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``python -m fsad train`` to the CLI's subparsers."""
-    from fsad.cli import add_data_options, add_model_options
-
-    parser = subparsers.add_parser("train", help="leave-one-category-out registration training")
-    add_data_options(parser)
-    parser.add_argument("--target", required=True, help="the category left out (evaluate it with the checkpoint)")
-    parser.add_argument("--train-categories", nargs="+", help="train on these only (default: all but --target)")
-    add_train_options(parser)
-    parser.add_argument("--keep-epochs", action="store_true", help="keep epoch_NNN.pt for every epoch")
-    parser.add_argument("--out", required=True, help="output folder (last.pt, train_log.csv, epochs.csv)")
-    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
-    parser.add_argument("--quiet", action="store_true", help="no progress bars")
-    add_model_options(parser)
-    parser.set_defaults(func=cmd_train)
-    return parser
-
-
-def config_from_args(args: argparse.Namespace) -> TrainConfig:
-    return TrainConfig(
-        data_root=args.data_root, dataset=args.dataset, target=args.target, out=args.out,
-        stn_mode=None if args.no_stn else args.stn_mode, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, image_size=args.image_size,
-        pairing=args.pairing, support_k=args.support_k, backbone=args.backbone, weights=args.weights,
-        attention=args.attention, dcn=args.dcn, train_backbone=args.train_backbone,
-        train_categories=args.train_categories, device=args.device, seed=args.seed, resume=args.resume,
-        max_steps_per_epoch=args.max_steps_per_epoch, keep_epochs=args.keep_epochs, num_workers=args.num_workers,
-    )
-
-
-def cmd_train(args: argparse.Namespace) -> int:
-    last = train(config_from_args(args), progress=not args.quiet)
-    payload = read_checkpoint(last)
-    history = payload["history"]
-    print(f"trained {payload['epoch']} epochs on {', '.join(payload['train_categories'])} "
-          f"(left out {payload['target']}); final mean loss {history[-1]['mean_loss']:.4f}, "
-          f"{sum(h['seconds'] for h in history):.1f} s in all")
-    print(f"checkpoint: {last}  (evaluate with: python -m fsad evaluate --checkpoint {last} "
-          f"--categories {payload['target']} ...)")
-    return 0

@@ -1,7 +1,6 @@
 """Ablation grids (paper Tables 5 and 6) end to end on a tiny synthetic set, resume, table files, CLI."""
 from __future__ import annotations
 
-import argparse
 import csv
 import json
 from pathlib import Path
@@ -12,7 +11,7 @@ import pytest
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import ablation
 from fsad.ablation import (PAPER_TABLE5, PAPER_TABLE6, TABLE5_ROWS, TABLE6_SETTINGS, AblationConfig,
-                           format_ablation, register_ablation_cli, table5, table6)
+                           format_ablation, table5, table6)
 from fsad.checkpoint import read_checkpoint
 
 SIZE = 32  # the smallest size RegADModel accepts; keeps the 16 trainings + 32 evaluations here fast
@@ -144,19 +143,20 @@ def test_bad_requests(root: Path, tmp_path: Path) -> None:
 
 
 def test_cli(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    register_ablation_cli(parser.add_subparsers(dest="command"))
+    from fsad import cli
+
+    parser = cli.build_parser()
     args = parser.parse_args(["ablation", "table6", "--data-root", "d", "--dataset", "mpdd", "--out", "o",
                               "--epochs", "3", "--stn-mode", "affine", "--runs", "2"])
-    config = ablation.config_from_args(args)
+    config = cli.ablation_config(args)
     assert args.table == "table6" and config.ks == [2] and config.epochs == 3 and config.runs == 2
-    assert args.func is ablation.cmd_ablation and config.batch_size == 32 and config.lr == 1e-4
+    assert args.func is cli.cmd_ablation and config.batch_size == 32 and config.lr == 1e-4
     args = parser.parse_args(["ablation", "table5", "--data-root", "d", "--dataset", "mvtec", "--out", "o"])
-    assert ablation.config_from_args(args).ks == [2, 4, 8] and ablation.config_from_args(args).runs == 10
+    assert cli.ablation_config(args).ks == [2, 4, 8] and cli.ablation_config(args).runs == 10
     args = parser.parse_args(["ablation", "table5", "--data-root", "d", "--dataset", "mvtec", "--out", "o",
                               "--no-stn"])
     with pytest.raises(ValueError, match="no-STN rows"):
-        ablation.config_from_args(args)
+        cli.ablation_config(args)
 
 
 def test_table7_trains_each_rcm_variant_with_its_modules(root: Path, tmp_path: Path) -> None:

@@ -1,7 +1,6 @@
 """Leave-one-category-out registration training: data plan, target isolation, checkpoints, resume, CLI."""
 from __future__ import annotations
 
-import argparse
 import csv
 import math
 from pathlib import Path
@@ -14,7 +13,7 @@ from data_tools.datasets import DatasetError
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import train as train_module
 from fsad.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_compatible, read_checkpoint
-from fsad.train import (TrainConfig, TrainingInterrupted, build_model, epoch_plan, register_train_cli,
+from fsad.train import (TrainConfig, TrainingInterrupted, build_model, epoch_plan,
                         registration_step_loss, train, training_categories)
 
 SIZE = 64
@@ -245,23 +244,24 @@ def test_evaluation_refuses_mismatched_checkpoints(root: Path, tmp_path: Path) -
 
 # --------------------------------------------------------------------------- CLI
 def test_cli_parses_into_a_train_config(tmp_path: Path) -> None:
-    parser = argparse.ArgumentParser()
-    register_train_cli(parser.add_subparsers(dest="command"))
+    from fsad import cli
+
+    parser = cli.build_parser()
     args = parser.parse_args(["train", "--data-root", "d", "--dataset", "mvtec", "--target", "bottle", "--out",
                               str(tmp_path), "--no-stn", "--epochs", "3", "--pairing", "mean-of-k",
                               "--support-k", "4", "--weights", "random", "--resume"])
-    config = train_module.config_from_args(args)
+    config = cli.train_config(args)
     assert config.stn_mode is None and config.epochs == 3 and config.pairing == "mean-of-k"
     assert config.support_k == 4 and config.resume and config.batch_size == 32 and config.lr == 1e-4
-    assert config.momentum == 0.9 and config.weight_decay == 0.0 and args.func is train_module.cmd_train
+    assert config.momentum == 0.9 and config.weight_decay == 0.0 and args.func is cli.cmd_train
     args = parser.parse_args(["train", "--data-root", "d", "--dataset", "mvtec", "--target", "bottle", "--out", "o"])
-    assert train_module.config_from_args(args).stn_mode == "rotation_scale"
+    assert cli.train_config(args).stn_mode == "rotation_scale"
 
 
 def test_cli_trains_end_to_end(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    parser = argparse.ArgumentParser()
-    register_train_cli(parser.add_subparsers(dest="command"))
-    args = parser.parse_args(["train", "--data-root", str(root), "--dataset", "synthetic", "--target", "washer",
+    from fsad import cli
+
+    args = cli.build_parser().parse_args(["train", "--data-root", str(root), "--dataset", "synthetic", "--target", "washer",
                               "--out", str(tmp_path / "o"), "--epochs", "1", "--batch-size", "4",
                               "--image-size", str(SIZE), "--weights", "random", "--device", "cpu", "--quiet",
                               "--max-steps-per-epoch", "1"])
