@@ -37,7 +37,7 @@ def test_command_has_description_example_and_documented_options(path, parser) ->
     assert not undocumented, f"{' '.join(path)}: options without help: {undocumented}"
     text = parser.format_help()
     for action in parser._actions:
-        if action.option_strings and action.default not in (None, False, argparse.SUPPRESS) and action.help:
+        if action.option_strings and not any(action.default is v for v in (None, False, argparse.SUPPRESS)) and action.help:
             assert "(default:" in text.split(action.option_strings[-1], 1)[1], (path, action.dest)
 
 
