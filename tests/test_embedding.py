@@ -5,7 +5,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-import torch
 
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import embedding
