@@ -33,8 +33,8 @@ import json
 from pathlib import Path
 from typing import Any, Sequence
 
-from fsad.checkpoint import CheckpointError, read_checkpoint
-from fsad.utils import atomic_torch_save, atomic_write_json, sha256_file
+from fsad.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, save_checkpoint
+from fsad.utils import atomic_write_json, sha256_file
 
 ASSETS = Path(__file__).resolve().parent / "assets"
 TUTORIAL_CHECKPOINT = ASSETS / "tutorial_regad_mobilenet_v2.pt"
@@ -114,22 +114,25 @@ def export_tutorial_checkpoint(last: str | Path, out: str | Path = TUTORIAL_CHEC
         raise CheckpointError(f"{last} stopped at epoch {payload.get('epoch')} of {train_config.get('epochs')}: "
                               "finish the run (--resume) before exporting it.")
     slim = {key: value for key, value in payload.items() if key not in _RESUME_STATE}
+    if isinstance(slim.get("weights"), dict) and slim["weights"].get("path"):
+        # The training machine's absolute path means nothing elsewhere; the file name and SHA-256 identify it.
+        slim["weights"] = {**slim["weights"], "path": Path(slim["weights"]["path"]).name}
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    atomic_torch_save(slim, out)
+    save_checkpoint(slim, out)  # the safe format: tensors + JSON metadata, read with weights_only=True
     history = payload.get("history", [])
     atomic_write_json(sidecar_path(out), {
         "file": out.name,
         "sha256": sha256_file(out),
         "size": out.stat().st_size,
-        "format": payload["format"],
+        "format": CHECKPOINT_FORMAT,
         "command": command,
         "model_config": payload["model_config"],
         "target": payload["target"],
         "dataset": payload["dataset"],
         "train_categories": payload.get("train_categories"),
         "n_train_images": payload.get("n_train_images"),
-        "backbone_weights": payload.get("weights"),
+        "backbone_weights": slim.get("weights"),
         "epochs": payload.get("epoch"),
         "train_config": {k: v for k, v in train_config.items() if k not in ("device", "num_workers", "cache_images")},
         "training_log": [{"epoch": h["epoch"], "mean_loss": round(float(h["mean_loss"]), 6),

@@ -10,7 +10,7 @@ import torch
 
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import pretrained
-from fsad.checkpoint import CheckpointError, load_model, read_checkpoint
+from fsad.checkpoint import save_checkpoint, CheckpointError, load_model, read_checkpoint
 from fsad.train import TrainConfig, train
 
 
@@ -66,6 +66,6 @@ def test_export_writes_a_slim_verified_checkpoint(tmp_path: Path) -> None:
         assert torch.equal(value, full["model_state"][key])
     # an unfinished run is refused
     unfinished = {**full, "epoch": 0}
-    torch.save(unfinished, tmp_path / "unfinished.pt")
+    save_checkpoint(unfinished, tmp_path / "unfinished.pt")
     with pytest.raises(CheckpointError, match="finish the run"):
         pretrained.export_tutorial_checkpoint(tmp_path / "unfinished.pt", tmp_path / "x.pt")
