@@ -29,9 +29,6 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 NOTEBOOKS = sorted((REPO_ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 PAPERS = Path(os.environ.get("FSAD_SHARED_PAPERS", REPO_ROOT.parent / "shared" / "papers"))
 
-# Notebooks rewritten on the tut1 branch (merged separately): their checks may fail here until that merge.
-# Delete this set (and its use in _mark) once both branches are in.
-REWRITTEN_ON_TUT1 = {"00", "01", "02", "03", "03b", "04", "08"}
 # Notebooks that compute no formula of their own (they redraw published figures from results files).
 NO_EQUATION_NEEDED = {"08"}
 
@@ -41,9 +38,7 @@ def _number(path: Path) -> str:
 
 
 def _params(paths: list[Path]) -> list:
-    marks = {True: [pytest.mark.xfail(reason="rewritten on the tut1 branch (REWRITTEN_ON_TUT1)", strict=False)],
-             False: []}
-    return [pytest.param(p, id=p.stem, marks=marks[_number(p) in REWRITTEN_ON_TUT1]) for p in paths]
+    return [pytest.param(p, id=p.stem) for p in paths]
 
 
 def _markdown(path: Path) -> list[str]:
@@ -149,11 +144,10 @@ def test_readme_commands_parse() -> None:
 
 # ----------------------------------------------------------------------------------------------- (b) citations
 CITATION = re.compile(r"\b(Sections?|Secs?\.|Equations?|Eqs?\.|Tables?|Figures?|Figs?\.)\s*\(?(\d+(?:\.\d+)?)\)?"
-                      r"((?:\s*(?:[–-]|,|and)\s*\(?\d+(?:\.\d+)?\)?)*)")
+                      r"((?:\s*(?:[–-]|,|and)\s*\(?\d+(?:\.\d+)?)*)")
 PAPER_NAME = re.compile(r"RCM-FSAD|RegAD|PaDiM|PatchCore|SimSiam|Jaderberg|Misra|Zhu et al|Bergmann|Defard|"
                         r"Roth et al|Chen and He|He et al|DCNv2 paper|STN paper")
 OWNER = {"RegAD": "regad", "RCM-FSAD": "rcm"}
-CONTEXT_CHARS = 250
 
 
 def citations_in(text: str) -> list[tuple[str, str, str]]:
@@ -170,7 +164,9 @@ def citations_in(text: str) -> list[tuple[str, str, str]]:
                     numbers += [str(n) for n in range(int(numbers[-1]) + 1, int(number) + 1)]
                 else:
                     numbers.append(number)
-            context = paragraph[max(0, match.start() - CONTEXT_CHARS):match.end() + CONTEXT_CHARS]
+            # The topic words are looked for in the whole cell (a heading's topic is in the text under it); a
+            # reference list only names places (its links are the context), so it is checked for existence only.
+            context = None if LINK.search(paragraph) else text
             found += [(owner, paper.reference_key(match.group(1), n), context) for n in numbers]
     return found
 
@@ -190,9 +186,9 @@ def _check_citations(texts: list[str]) -> list[str]:
             about = paper.PAPER_REFERENCES[owner].get(key)
             if about is None:
                 problems.append(f"{paper.PAPER_NAMES[owner]} has no {key} in fsad.paper.PAPER_REFERENCES "
-                                f"(cited in: ...{context.strip()[:160]}...)")
-            elif not any(word in context.lower() for word in about):
-                problems.append(f"{paper.PAPER_NAMES[owner]} {key} is about {about}; the prose around the citation "
+                                f"(cited in: ...{(context or text).strip()[:160]}...)")
+            elif context is not None and not any(word in context.lower().replace("localis", "localiz") for word in about):
+                problems.append(f"{paper.PAPER_NAMES[owner]} {key} is about {about}; the cell citing it "
                                 f"names none of these: ...{context.strip()[:200]}...")
     return problems
 
@@ -275,11 +271,24 @@ EQUATION = re.compile(r"\$\$.+?\$\$|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$", re.S)
 
 
 def _section(cells: list, title: str) -> tuple[int, str] | None:
-    """(index, source) of the first markdown cell whose first line is a heading containing ``title``."""
+    """(cell index, text) of the first markdown heading containing ``title``: the text runs from the heading to the
+    next heading of the same or a higher level (in the same cell or the following markdown cells)."""
     for i, cell in enumerate(cells):
-        first = cell.source.lstrip().splitlines()[0] if cell.source.strip() else ""
-        if cell.cell_type == "markdown" and first.startswith("#") and title.lower() in first.lower():
-            return i, cell.source
+        if cell.cell_type != "markdown":
+            continue
+        lines = cell.source.splitlines()
+        for j, line in enumerate(lines):
+            heading = re.match(r"^(#+)\s", line)
+            if heading and title.lower() in line.lower():
+                level, body = len(heading.group(1)), [line]
+                following = lines[j + 1:] + [l for c in cells[i + 1:] if c.cell_type == "markdown"
+                                             for l in c.source.splitlines()]
+                for rest in following:
+                    other = re.match(r"^(#+)\s", rest)
+                    if other and len(other.group(1)) <= level:
+                        break
+                    body.append(rest)
+                return i, "\n".join(body)
     return None
 
 
