@@ -129,4 +129,4 @@ def test_threshold_figure_and_localisation_panel_have_labelled_axes_and_colour_b
     fig = threshold_figure(threshold_curve(labels, scores), scores, labels, marks={"best F1": 0.35})
     assert all(ax.get_xlabel() and ax.get_ylabel() for ax in fig.axes)
     panel = localisation_panel(torch.zeros(2, 3, 8, 8), np.zeros((2, 8, 8)), np.random.default_rng(0).random((2, 8, 8)))
-    assert "anomaly score" in panel.axes[-1].get_ylabel()  # the colour bar's label
+    assert "Mahalanobis" in panel.axes[-1].get_ylabel()  # the colour bar's label
