@@ -148,28 +148,18 @@ def test_readme_commands_parse() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- (b) citations
-# "Sec." only: a spelled-out "section 3" is the notebook's own section. No parentheses inside a list/range, so that
-# "(Eq. 4–5), 02 ..." ends at the closing parenthesis.
-CITATION = re.compile(r"\b(Secs?\.|Equations?|Eqs?\.|Tables?|Figures?|Figs?\.)\s*\(?(\d+(?:\.\d+)?)\)?"
-                      r"((?:\s*(?:[–-]|,|and)\s*\d+(?:\.\d+)?)*)")
+CITATION = re.compile(r"\b(Sections?|Secs?\.|Equations?|Eqs?\.|Tables?|Figures?|Figs?\.)\s*\(?(\d+(?:\.\d+)?)\)?"
+                      r"((?:\s*(?:[–-]|,|and)\s*\(?\d+(?:\.\d+)?\)?)*)")
 PAPER_NAME = re.compile(r"RCM-FSAD|RegAD|PaDiM|PatchCore|SimSiam|Jaderberg|Misra|Zhu et al|Bergmann|Defard|"
                         r"Roth et al|Chen and He|He et al|DCNv2 paper|STN paper")
 OWNER = {"RegAD": "regad", "RCM-FSAD": "rcm"}
 CONTEXT_CHARS = 250
 
 
-def citations_in(text: str) -> list[tuple[str | None, str, str | None, tuple[str, ...]]]:
-    """``(paper or None, place key, context, places cited together)`` for every citation in a markdown text.
-
-    The owner is the paper named last before the citation in its paragraph; the context is the text within
-    CONTEXT_CHARS of it in the whole cell (a heading's or an equation's neighbours say what it is about). In a
-    References cell the context is empty: a list of places there is checked for existence only.
-    """
+def citations_in(text: str) -> list[tuple[str, str, str]]:
+    """``(paper or None, place key, context)`` for every citation in a markdown text."""
     found = []
-    is_references = bool(re.match(r"\s*#+\s*References", text))
-    offset = 0
-    for paragraph in re.split(r"(\n\s*\n)", text):
-        start_of_paragraph, offset = offset, offset + len(paragraph)
+    for paragraph in re.split(r"\n\s*\n", text):
         for match in CITATION.finditer(paragraph):
             names = PAPER_NAME.findall(paragraph[:match.start()])
             owner = OWNER.get(names[-1]) if names else "regad"
@@ -180,41 +170,28 @@ def citations_in(text: str) -> list[tuple[str | None, str, str | None, tuple[str
                     numbers += [str(n) for n in range(int(numbers[-1]) + 1, int(number) + 1)]
                 else:
                     numbers.append(number)
-            where = start_of_paragraph + match.start()
-            context = None if is_references else text[max(0, where - CONTEXT_CHARS):where + len(match.group(0))
-                                                      + CONTEXT_CHARS].replace("isation", "ization")  # one spelling
-            keys = tuple(paper.reference_key(match.group(1), n) for n in numbers)
-            found += [(owner, key, context, keys) for key in keys]
+            context = paragraph[max(0, match.start() - CONTEXT_CHARS):match.end() + CONTEXT_CHARS]
+            found += [(owner, paper.reference_key(match.group(1), n), context) for n in numbers]
     return found
 
 
 def test_citation_extraction() -> None:
     found = citations_in("RegAD's loss (Sec. 4.1, Eq. 2–3) and RCM-FSAD Table 7; PaDiM (Sec. 3)")
-    assert [(o, k) for o, k, _, _ in found] == [("regad", "Sec. 4.1"), ("regad", "Eq. 2"), ("regad", "Eq. 3"),
+    assert [(o, k) for o, k, _ in found] == [("regad", "Sec. 4.1"), ("regad", "Eq. 2"), ("regad", "Eq. 3"),
                                              ("rcm", "Table 7"), (None, "Sec. 3")]
-    # A list ends at its parenthesis; a spelled-out "section" is the notebook's own.
-    assert [k for _, k, _, _ in citations_in("Notebooks 00 (Eq. 4–5), 02 and 03; see section 7.")] == ["Eq. 4", "Eq. 5"]
-    # Places cited together ("Eq. 4–5") share their topics: the Gaussian of Eq. 4 covers the pair.
-    assert not _check_citations(["the per-position Gaussian (RegAD Eq. 4–5)"])
-    # A heading's citation takes its context from the cell; a References list is checked for existence only.
-    assert not _check_citations(["## 3. The STN\n\nRegAD (Sec. 4.1) warps features with an affine map."])
-    assert not _check_citations(["## References\n\n* RegAD — Sec. 4.2 (Eq. 4), Table 5."])
-    assert _check_citations(["## References\n\n* RegAD — Sec. 3.2."])
 
 
 def _check_citations(texts: list[str]) -> list[str]:
     problems = []
     for text in texts:
-        for owner, key, context, together in citations_in(text):
+        for owner, key, context in citations_in(text):
             if owner is None:
                 continue
             about = paper.PAPER_REFERENCES[owner].get(key)
-            if about is not None:  # a range or list of places shares their topics
-                about = tuple(w for k in together for w in paper.PAPER_REFERENCES[owner].get(k, ()))
             if about is None:
                 problems.append(f"{paper.PAPER_NAMES[owner]} has no {key} in fsad.paper.PAPER_REFERENCES "
-                                f"(cited in: ...{(context or 'References').strip()[:160]}...)")
-            elif context is not None and not any(word in context.lower() for word in about):
+                                f"(cited in: ...{context.strip()[:160]}...)")
+            elif not any(word in context.lower() for word in about):
                 problems.append(f"{paper.PAPER_NAMES[owner]} {key} is about {about}; the prose around the citation "
                                 f"names none of these: ...{context.strip()[:200]}...")
     return problems
@@ -298,17 +275,11 @@ EQUATION = re.compile(r"\$\$.+?\$\$|\$[^$\n]*\\[A-Za-z]+[^$\n]*\$", re.S)
 
 
 def _section(cells: list, title: str) -> tuple[int, str] | None:
-    """(cell index, text) of the first markdown heading containing ``title``: the text runs from the heading to the
-    next heading of the same or a higher level in that cell (Summary and Exercises may share a cell)."""
+    """(index, source) of the first markdown cell whose first line is a heading containing ``title``."""
     for i, cell in enumerate(cells):
-        if cell.cell_type != "markdown":
-            continue
-        headings = list(re.finditer(r"^(#+)\s+(.*)$", cell.source, flags=re.M))
-        for j, heading in enumerate(headings):
-            if title.lower() in heading.group(2).lower():
-                level = len(heading.group(1))
-                end = next((h.start() for h in headings[j + 1:] if len(h.group(1)) <= level), len(cell.source))
-                return i, cell.source[heading.start():end]
+        first = cell.source.lstrip().splitlines()[0] if cell.source.strip() else ""
+        if cell.cell_type == "markdown" and first.startswith("#") and title.lower() in first.lower():
+            return i, cell.source
     return None
 
 
@@ -354,12 +325,6 @@ def structure_problems(nb: nbformat.NotebookNode, number: str) -> list[str]:
 def test_tutorial_structure(path: Path) -> None:
     problems = structure_problems(nbformat.read(path, as_version=4), _number(path))
     assert not problems, f"{path.name}: " + "; ".join(problems)
-
-
-def test_summary_and_exercises_may_share_a_cell() -> None:
-    cells = [nbformat.v4.new_markdown_cell("## Summary\n\n* a\n* b\n* c\n\n## Exercises\n\n1. x\n2. y\n3. z\n")]
-    summary, exercises = _section(cells, "Summary"), _section(cells, "Exercises")
-    assert summary is not None and "Exercises" not in summary[1] and exercises[1].count(". ") == 3
 
 
 def test_structure_check_finds_what_is_missing() -> None:
