@@ -1,7 +1,8 @@
 """Forward time and parameter count of the RCM-FSAD ablation variants relative to plain RegAD.
 
 The five rows of the RCM-FSAD paper's Table 7 (R18, +TAM, +MAM, +DCNv2, +MAM+DCNv2) are
-built as ``RegADModel(backbone="resnet18", image_size=224, attention=..., dcn=...)`` with
+built by :func:`fsad.costs.rcm_variant_costs` (the function notebook 07 uses) as
+``RegADModel(backbone=--backbone, image_size=224, attention=..., dcn=...)`` with
 random weights (speed and size do not depend on the weights), in one process, and timed
 on the same random batch. Variants are timed round-robin (one forward of each per round)
 so that drift in a shared machine's load hits every variant alike; the median over rounds

@@ -100,7 +100,12 @@ def build_book(notebooks: Sequence[str | Path], out_dir: str | Path, quiet: bool
     source.mkdir(parents=True)
     shutil.copy2(CONF, source / "conf.py")
     for path in paths:
-        shutil.copy2(path, source / path.name)
+        nb = nbformat.read(path, as_version=4)
+        for cell in nb.cells:  # papermill's injected parameters cell is noise on a course page
+            tags = cell.get("metadata", {}).get("tags", [])
+            if "injected-parameters" in tags:
+                cell.metadata["tags"] = [*tags, "remove-cell"]
+        nbformat.write(nb, source / path.name)
     (source / "index.md").write_text(INDEX.format(pages="\n".join(p.stem for p in paths)))
     html = out / "html"
     args = ["-b", "html", "-j", "1", str(source), str(html), "-d", str(out / "doctrees")]

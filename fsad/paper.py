@@ -222,22 +222,23 @@ REGAD_PAPER_FILE = "regad_eccv2022.txt"
 RCM_PAPER_FILE = "rcm_fsad.txt"
 
 PAPER_REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
-    # place -> `about`: lower-case words found in the paper at that place (and expected near a citation of it).
+    # place -> `about`: lower-case words (LaTeX included) found in the paper at that place, one of which is expected
+    # near a citation of it.
     "regad": {
         "Sec. 3": ("problem setting", "support set", "category-agnostic"),
         "Sec. 4": ("method", "registration", "support set"),
-        "Sec. 4.1": ("registration", "stn", "siamese", "simsiam", "stop-gradient", "affine", "loss", "encoder"),
-        "Sec. 4.2": ("normal distribution", "covariance", "augment", "support"),
+        "Sec. 4.1": ("registration", "stn", "siamese", "simsiam", "stop-gradient", "affine", "loss", "encoder", "cosine"),
+        "Sec. 4.2": ("normal distribution", "covariance", "augment", "support", "gaussian"),
         "Sec. 4.3": ("inference", "mahalanobis", "anomaly map", "inverse", "score"),
-        "Sec. 5.1": ("dataset", "mvtec", "mpdd", "epochs", "resnet"),
+        "Sec. 5.1": ("dataset", "mvtec", "mpdd", "epochs", "resnet", "support"),
         "Sec. 5.2": ("comparison", "adaptation", "one-shot"),
         "Sec. 5.3": ("ablation", "augment", "stn"),
         "Sec. 5.4": ("visualization", "t-sne", "localization"),
-        "Eq. 1": ("stn", "affine", "transformation"),
-        "Eq. 2": ("cosine", "loss", "siamese", "stop-gradient"),
-        "Eq. 3": ("symmetrized", "loss", "simsiam"),
-        "Eq. 4": ("covariance", "regularization", "gaussian"),
-        "Eq. 5": ("mahalanobis", "anomaly score"),
+        "Eq. 1": ("stn", "affine", "transformation", "\\theta"),
+        "Eq. 2": ("cosine", "loss", "siamese", "stop-gradient", "\\mathcal{d}"),
+        "Eq. 3": ("symmetrized", "loss", "simsiam", "\\mathcal{l}"),
+        "Eq. 4": ("covariance", "regularization", "gaussian", "\\sigma_{ij}", "\\epsilon i", "support", "augment"),
+        "Eq. 5": ("mahalanobis", "anomaly score", "\\mathcal{m}", "\\sigma_{ij}^{-1}"),
         "Table 1": ("mvtec", "k-shot", "category"),
         "Table 2": ("mpdd", "k-shot", "category"),
         "Table 3": ("mvtec", "mpdd", "macro-average", "setting"),

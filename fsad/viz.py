@@ -91,7 +91,7 @@ def localisation_panel(images: torch.Tensor, masks: np.ndarray | None, maps: np.
     # One colour scale for every map and overlay (vmin/vmax above), so one colour bar says what the colours mean.
     bar = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="jet"), ax=list(axes[:, 2:].flat),
                        fraction=0.03, pad=0.02)
-    bar.set_label("anomaly score (Mahalanobis distance)", fontsize=8)
+    bar.set_label("anomaly score (Mahalanobis or nearest-neighbour distance)", fontsize=8)
     return fig
 
 

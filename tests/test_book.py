@@ -53,6 +53,9 @@ def _executed_notebooks(folder: Path) -> list[Path]:
         nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output(
             "display_data", data={"image/png": _png(), "text/plain": "<Figure>"})], execution_count=1),
     ])
+    injected = nbformat.v4.new_code_cell("smoke = True  # papermill's", metadata={"tags": ["injected-parameters"]},
+                                         outputs=[], execution_count=1)
+    first.cells.insert(1, injected)
     second = nbformat.v4.new_notebook(cells=[
         nbformat.v4.new_markdown_cell("# 01 · Second\n\nInline maths $\\epsilon I$ too."),
         nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", name="stdout", text="1\n")],
@@ -76,6 +79,7 @@ def test_book_builds_from_executed_notebooks_in_order(tmp_path: Path) -> None:
         "MathJax must be served from the site, not a CDN"
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     assert "\\mathcal{M}(f)" in page and 'href="01_second.html"' in page
+    assert "papermill's" not in page, "the injected parameters cell must not appear on the site"
     assert list((html / "_images").glob("*.png")), "the notebook's figure was not written"
     listing = index.read_text()
     assert listing.index("00_first.html") < listing.index("01_second.html")
