@@ -127,6 +127,11 @@ def _lab_settings(tmp_path: Path) -> Path:
     notification = settings / "@jupyterlab" / "apputils-extension" / "notification.jupyterlab-settings"
     notification.parent.mkdir(parents=True)
     notification.write_text(json.dumps({"fetchNews": "false", "checkForUpdates": False}))
+    # Render every cell, not only those in view: the explorer sits mid-notebook and run-all scrolls to the end,
+    # and JupyterLab 4's default windowing would take its widgets out of the page.
+    tracker = settings / "@jupyterlab" / "notebook-extension" / "tracker.jupyterlab-settings"
+    tracker.parent.mkdir(parents=True)
+    tracker.write_text(json.dumps({"windowingMode": "none"}))
     return settings
 
 
