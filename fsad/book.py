@@ -20,6 +20,8 @@ from pathlib import Path
 
 import nbformat
 
+from fsad.paths import runs_dir
+
 REPO_ROOT = Path(__file__).resolve().parents[1]
 CONF = REPO_ROOT / "docs" / "book" / "conf.py"
 
@@ -120,9 +122,9 @@ def build_book(notebooks: Sequence[str | Path], out_dir: str | Path, quiet: bool
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fsad.book", description=__doc__.splitlines()[0])
-    parser.add_argument("--executed", default=str(REPO_ROOT / "runs" / "smoke"),
+    parser.add_argument("--executed", default=str(runs_dir() / "smoke"),
                         help="folder with executed notebooks (default: runs/smoke, written by make demo)")
-    parser.add_argument("--out", default=str(REPO_ROOT / "runs" / "book"), help="site folder (html/ inside)")
+    parser.add_argument("--out", default=str(runs_dir() / "book"), help="site folder (html/ inside)")
     parser.add_argument("--verbose", action="store_true", help="show Sphinx's output")
     args = parser.parse_args(argv)
     try:

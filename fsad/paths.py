@@ -11,6 +11,7 @@ site-packages), so nothing is ever written next to the code. The rules, one func
 * :func:`synthetic_data_dir` — the generated synthetic dataset: ``$FSAD_SYNTHETIC_DIR``, else
   ``<checkout>/data/synthetic``, else the user cache (``platformdirs``), e.g.
   ``~/.cache/fsad-kit/synthetic`` on Linux.
+* :func:`figures_dir` — published tables and figures: ``<checkout>/figures``, else ``<runs>/figures``.
 * :func:`notebooks_dir` — the shipped notebooks and grids: ``<checkout>/notebooks``, else the copy the
   wheel carries (``fsad/_notebooks``, added at build time by ``setup.py``). Copy them somewhere writable
   with ``python -m fsad notebooks DIR`` before running them from an installed kit.
@@ -56,6 +57,13 @@ def synthetic_data_dir() -> Path:
     import platformdirs
 
     return platformdirs.user_cache_path("fsad-kit") / "synthetic"
+
+
+def figures_dir() -> Path:
+    """Where ``make figures`` / notebook 08 publish tables and figures: the checkout's ``figures/`` (committed),
+    else ``<runs>/figures`` for an installed kit."""
+    root = source_checkout()
+    return root / "figures" if root is not None else runs_dir() / "figures"
 
 
 def notebooks_dir() -> Path:

@@ -18,6 +18,7 @@ def test_source_checkout_defaults(monkeypatch: pytest.MonkeyPatch) -> None:
     assert paths.runs_dir() == ROOT / "runs"
     assert paths.synthetic_data_dir() == ROOT / "data" / "synthetic"
     assert paths.notebooks_dir() == ROOT / "notebooks"
+    assert paths.figures_dir() == ROOT / "figures"
 
 
 def test_environment_variables_win(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
@@ -35,6 +36,7 @@ def test_installed_package_writes_to_cwd_and_user_cache(monkeypatch: pytest.Monk
     monkeypatch.setenv("XDG_CACHE_HOME", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     assert paths.runs_dir() == tmp_path / "runs"
+    assert paths.figures_dir() == tmp_path / "runs" / "figures"
     assert paths.synthetic_data_dir() == tmp_path / "cache" / "fsad-kit" / "synthetic"
     assert paths.synthetic_data_dir().parts[-3:] != ("fsad", "data", "synthetic")
 
@@ -45,3 +47,13 @@ def test_notebooks_missing_from_an_installed_package_is_a_clear_error(monkeypatc
     monkeypatch.setattr(paths, "_PACKAGE_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="wheel"):
         paths.notebooks_dir()
+
+
+def test_notebooks_find_files_through_the_library_not_the_checkout() -> None:
+    """A notebook copied out of the repository (`python -m fsad notebooks DIR`) must not assume a checkout."""
+    import nbformat
+
+    for path in sorted((ROOT / "notebooks").glob("*.ipynb")):
+        code = "\n".join(c.source for c in nbformat.read(path, as_version=4).cells if c.cell_type == "code")
+        for needle in ("REPO_ROOT", "__file__", '"shared"'):
+            assert needle not in code, f"{path.name} uses {needle}: resolve paths with fsad.paths / fsad.figures"
