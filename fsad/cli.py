@@ -35,6 +35,21 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True)
 
 
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where tasks run (batch, reproduce): here one after another, or as Ray tasks (fsad/ray_executor.py)."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: one task after another in this process; ray: one Ray task each (needs the "
+                             "distributed extra)")
+    parser.add_argument("--address", help="ray: cluster to join (auto, HOST:PORT); default: start a local Ray "
+                                          "for the run")
+    parser.add_argument("--gpus-per-job", type=float, default=0, help="ray: GPUs each task reserves")
+    parser.add_argument("--cpus-per-job", type=float,
+                        help="CPUs each task reserves on Ray (default 1) and its torch threads (default: Ray's 1, "
+                             "all cores locally); the same value on both executors gives bit-identical numbers")
+    parser.add_argument("--max-retries", type=int, default=2,
+                        help="ray: re-runs of a task whose worker died before it is recorded as failed")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="python -m fsad", description=__doc__)
     commands = parser.add_subparsers(dest="command", required=True)
@@ -69,9 +84,15 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("grid", help="grid YAML (see notebooks/grids/)")
     batch.add_argument("--resume", action="store_true", help="skip executions that already finished")
     batch.add_argument("--runs-dir", default=str(REPO_ROOT / "runs"), help="results go to RUNS_DIR/<grid name>/")
-    batch.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override a parameter in every execution (value parsed as YAML)")
+    # One KEY=VALUE per --set (repeat the flag): nargs="*" would swallow a grid path written after it.
+    batch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a parameter in every execution (value parsed as YAML); repeat for several")
+    add_executor_options(batch)
     batch.set_defaults(func=cmd_batch)
+
+    from fsad.reproduce import register_reproduce_cli
+
+    register_reproduce_cli(commands)
 
     report = commands.add_parser("report", help="markdown tables of results files (methods side by side, paper beside)")
     report.add_argument("sources", nargs="+", help="results JSON files or folders (searched recursively)")
@@ -109,7 +130,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
             raise ValueError(f"--set expects KEY=VALUE, got {item!r}")
         key, value = item.split("=", 1)
         overrides[key] = yaml.safe_load(value)
-    statuses, csv_path = run_batch(args.grid, args.runs_dir, resume=args.resume, overrides=overrides)
+    if args.executor == "local" and args.address:
+        raise ValueError("--address needs --executor ray (the local executor runs everything in this process).")
+    statuses, csv_path = run_batch(args.grid, args.runs_dir, resume=args.resume, overrides=overrides,
+                                   executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job,
+                                   cpus_per_job=args.cpus_per_job or 1, max_retries=args.max_retries)
     print(format_statuses(statuses))
     print(f"collected results: {csv_path}")
     return 1 if any(s["status"] == "failed" for s in statuses) else 0
