@@ -66,7 +66,8 @@ def ray_session(options: RayOptions) -> Iterator[Any]:
     if options.address:
         ray.init(address=options.address)
     else:
-        ray.init(num_cpus=options.local_cpus, include_dashboard=False)
+        # address="local": a new instance even when RAY_ADDRESS or a running cluster's address file is around.
+        ray.init(address="local", num_cpus=options.local_cpus, include_dashboard=False)
     try:
         yield ray
     finally:

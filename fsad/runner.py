@@ -208,7 +208,7 @@ def _hidden(path: Path, root: Path) -> bool:
 
 
 def remove_stale_attempts(runs_dir: Path) -> int:
-    """Delete attempt folders left by killed executions (never read; only called before a batch starts)."""
+    """Delete attempt folders left by killed executions (never read; called before a batch and after its tasks)."""
     removed = 0
     for path in sorted(runs_dir.rglob(f".*{ATTEMPT_TAG}*")) + sorted(runs_dir.rglob(".*.replaced-*")):
         if path.is_dir():
@@ -290,6 +290,7 @@ def run_batch(grid_path: str | Path, runs_root: str | Path = REPO_ROOT / "runs",
                              on_lost=lambda args, reason: record_failure(args[0], reason, batch_id),
                              desc=f"batch {grid['name']}", progress=progress)
     runs_dir.mkdir(parents=True, exist_ok=True)
+    remove_stale_attempts(runs_dir)  # every task has returned: what is left is from attempts killed on the way
     csv_path = runs_dir / "results.csv"
     write_csv(collect_results(runs_dir), csv_path)
     atomic_write_json(runs_dir / "batch.json", {"grid": str(grid_path), "executor": executor, "batch_id": batch_id,
