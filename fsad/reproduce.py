@@ -354,12 +354,15 @@ def dry_run_plan(config: ReproduceConfig, gpus_per_job: float = 1, measure: bool
 
 
 def format_plan(plan: dict[str, Any]) -> str:
-    lines = [f"{'task':<28} {'depends on':<28} {'est. h':>8}  detail", "-" * 96]
+    """The plan as a markdown table (task, dependencies, estimated seconds and hours) and a total line."""
+    lines = ["| task | depends on | est. s | est. h | work |", "|---|---|---|---|---|"]
     for row in plan["tasks"]:
         depends = ", ".join(row["depends"]) if len(row["depends"]) <= 1 else f"{len(row['depends'])} evaluations"
-        hours = "" if row["seconds"] is None else f"{row['seconds'] / 3600:8.3f}"
-        lines.append(f"{row['task']:<28} {depends or '-':<28} {hours:>8}  {row['detail']}")
+        seconds = "" if row["seconds"] is None else f"{row['seconds']:.0f}"
+        hours = "" if row["seconds"] is None else f"{row['seconds'] / 3600:.2f}"
+        lines.append(f"| {row['task']} | {depends or '-'} | {seconds} | {hours} | {row['detail']} |")
     measured = plan["measured"]
+    lines.append("")
     lines.append(f"{plan['n_train']} training tasks, {plan['n_evaluate']} evaluation tasks, 1 report; "
                  f"estimated {plan['device_hours']:.2f} {plan['unit']} in all")
     lines.append(f"measured on {measured['device']}: {measured['train_step_s']:.3f} s per training step, "
