@@ -76,7 +76,7 @@ def main() -> None:
             assert all(s["status"] == "done" for s in statuses)
             rows.append((f"ray, {workers} worker{'s' if workers > 1 else ''}", workers, wall, startup))
     print(f"{args.cells} cells of {args.seconds:g} CPU-s each (plus a kernel start per cell)")
-    print(f"| executor | wall s | speed-up vs local | Ray start-up s |\n|---|---|---|---|")
+    print("| executor | wall s | speed-up vs local | Ray start-up s |\n|---|---|---|---|")
     for name, _, wall, startup in rows:
         print(f"| {name} | {wall:.1f} | {local / wall:.2f} | {'' if startup is None else f'{startup:.1f}'} |")
     overhead = (rows[1][2] - local) / args.cells

@@ -26,7 +26,7 @@ import time
 import traceback
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from fsad.utils import atomic_write_json, atomic_write_text
 
@@ -161,8 +161,7 @@ def run_task(config: ReproduceConfig, task: Task, *upstream: Any) -> dict[str, A
 
 def write_report(config: ReproduceConfig) -> dict[str, Any]:
     """Tables (CSV, %) per metric beside the paper's values, a figure and ``report.md`` from every results file."""
-    from fsad.figures import comparison_figure, load_cells, markdown_report, per_category_table, save_figure, \
-        save_table
+    from fsad.figures import comparison_figure, load_cells, markdown_report, per_category_table, save_figure, save_table
 
     out = Path(config.out)
     results = out / "results"

@@ -310,7 +310,7 @@ def test_reproduce_dry_run_plan_counts_tasks_and_dependencies(tmp_path, capsys):
 
 @pytest.mark.slow
 def test_reproduce_resumes_by_task(tmp_path):
-    from fsad.reproduce import reproduce, task_done, plan_tasks
+    from fsad.reproduce import plan_tasks, reproduce, task_done
 
     config = _tiny(_synthetic(tmp_path / "syn"), tmp_path / "out")
     first = reproduce(config, progress=False)
