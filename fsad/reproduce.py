@@ -413,6 +413,8 @@ def config_from_args(args: argparse.Namespace) -> ReproduceConfig:
 def cmd_reproduce(args: argparse.Namespace) -> int:
     from fsad.ray_executor import RayOptions
 
+    if args.executor == "local" and args.address:
+        raise ValueError("--address needs --executor ray (the local executor runs everything in this process).")
     config = config_from_args(args)
     if args.dry_run:
         print(format_plan(dry_run_plan(config, gpus_per_job=args.gpus_per_job or 1)))

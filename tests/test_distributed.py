@@ -306,6 +306,9 @@ def test_reproduce_dry_run_plan_counts_tasks_and_dependencies(tmp_path, capsys):
                  "--weights", "random", "--image-size", "64", "--epochs", "1", "--batch-size", "2", "--device", "cpu",
                  "--dry-run"]) == 0
     assert "3 training tasks" in capsys.readouterr().out
+    assert main(["reproduce", "--dataset", "synthetic", "--data-root", str(root), "--address", "auto",
+                 "--dry-run"]) == 2
+    assert "--address needs --executor ray" in capsys.readouterr().err
 
 
 @pytest.mark.slow
