@@ -13,7 +13,7 @@ venv: $(STAMP)
 $(STAMP): pyproject.toml constraints.txt
 	test -x $(PY) || $(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install --quiet --upgrade pip
-	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab,dev,bench,docs]"
+	$(PY) -m pip install --quiet -c constraints.txt -e ".[lab,dev,bench,distributed,docs]"
 	# Register the venv's kernel under a fixed name so JupyterLab and papermill run notebooks in it.
 	$(PY) -m ipykernel install --sys-prefix --name fsad-kit --display-name "Python (fsad-kit)" >/dev/null
 	touch $(STAMP)

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from fsad.augment import AUGMENT_FAMILIES
-from fsad.errors import FsadError
+from fsad.errors import ConfigError, FsadError
 
 PROG = "python -m fsad"
 
@@ -63,8 +63,15 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
 
 def add_train_options(parser: argparse.ArgumentParser, epochs: int | None = None) -> None:
     """Optimiser/pairing options shared by ``train`` and the ablation grids."""
-    from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
-                            DEFAULT_WEIGHT_DECAY, PAIRINGS)
+    from fsad.train import (
+        DEFAULT_BATCH_SIZE,
+        DEFAULT_EPOCHS,
+        DEFAULT_LR,
+        DEFAULT_MOMENTUM,
+        DEFAULT_SUPPORT_K,
+        DEFAULT_WEIGHT_DECAY,
+        PAIRINGS,
+    )
 
     parser.add_argument("--epochs", type=int, default=epochs or DEFAULT_EPOCHS, help="training epochs")
     parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pairs per batch")
@@ -90,6 +97,21 @@ def resolve_backbone(args: argparse.Namespace) -> None:
         reason = ("ResNet-18's ImageNet file is cached" if args.backbone == "resnet18"
                   else "ResNet-18's ImageNet file is not cached; MobileNetV2's ships with the kit")
         print(f"backbone: auto -> {args.backbone} ({reason})")
+
+
+def add_executor_options(parser: argparse.ArgumentParser) -> None:
+    """Where tasks run (batch, reproduce): here one after another, or as Ray tasks (fsad/ray_executor.py)."""
+    parser.add_argument("--executor", choices=("local", "ray"), default="local",
+                        help="local: one task after another in this process; ray: one Ray task each (needs the "
+                             "distributed extra)")
+    parser.add_argument("--address", help="ray: cluster to join (auto, HOST:PORT); default: start a local Ray "
+                                          "for the run")
+    parser.add_argument("--gpus-per-job", type=float, default=0, help="ray: GPUs each task reserves")
+    parser.add_argument("--cpus-per-job", type=float,
+                        help="CPUs each task reserves on Ray (default 1) and its torch threads (default: Ray's 1, "
+                             "all cores locally); the same value on both executors gives bit-identical numbers")
+    parser.add_argument("--max-retries", type=int, default=2,
+                        help="ray: re-runs of a task whose worker died before it is recorded as failed")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -172,9 +194,13 @@ def build_parser() -> argparse.ArgumentParser:
     batch.add_argument("--resume", action="store_true", help="skip executions that already finished")
     batch.add_argument("--runs-dir", help="results go to RUNS_DIR/<grid name>/ (default: $FSAD_RUNS_DIR, else runs/ "
                        "in a source checkout, else ./runs)")
-    batch.add_argument("--set", nargs="*", default=[], metavar="KEY=VALUE",
-                       help="override a parameter in every execution (value parsed as YAML)")
+    # One KEY=VALUE per --set (repeat the flag): nargs="*" would swallow a grid path written after it.
+    batch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                       help="override a parameter in every execution (value parsed as YAML); repeat for several")
+    add_executor_options(batch)
     batch.set_defaults(func=cmd_batch)
+
+    _add_reproduce(commands)
 
     report = add_command(commands, "report", "markdown tables of results files (methods side by side, paper beside)",
                          f"{PROG} report figures/results/mobilenet_v2 --macro")
@@ -231,6 +257,39 @@ def _add_ablation(commands: Any) -> None:
         table.add_argument("--quiet", action="store_true", help="no progress bars")
         add_model_options(table)
         table.set_defaults(func=cmd_ablation)
+
+
+def _add_reproduce(commands: Any) -> None:
+    """``python -m fsad reproduce``: the paper's protocol as a task graph (fsad/reproduce.py)."""
+    from fsad.models.backbone import backbone_names
+
+    parser = add_command(
+        commands, "reproduce", "the paper's full protocol: leave-one-out trainings, evaluations, tables",
+        f"{PROG} reproduce --dataset mvtec --data-root data/mvtec_ad --out runs/reproduce_mvtec --executor ray --dry-run",
+        description="One leave-one-out training per target category, each target's evaluation as soon as its model "
+                    "is ready, then the tables beside the paper's numbers. Resumable task by task; --dry-run prints "
+                    "the plan and its estimated cost.")
+    parser.add_argument("--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True,
+                        help="which dataset the root holds")
+    parser.add_argument("--data-root", required=True, help="dataset root in MVTec layout")
+    parser.add_argument("--targets", nargs="+", help="target categories (default: every category under the root)")
+    parser.add_argument("--backbone", choices=("auto", *backbone_names()), default="auto",
+                        help="feature extractor (auto: resnet18 when its ImageNet file is cached, else mobilenet_v2)")
+    parser.add_argument("--weights", default="imagenet", help="imagenet, random (explicit) or a state-dict PATH")
+    parser.add_argument("--epochs", type=int, default=50, help="registration training epochs (paper: 50)")
+    parser.add_argument("--batch-size", type=int, default=32, help="pairs per batch")
+    parser.add_argument("--max-steps-per-epoch", type=int, help="cut each epoch after N batches (smoke runs)")
+    parser.add_argument("--k", nargs="+", type=int, default=[2, 4, 8], help="support-set sizes")
+    parser.add_argument("--runs", type=int, default=10, help="support sets per k")
+    parser.add_argument("--image-size", type=int, default=224, help="input side in pixels (a multiple of 32)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stochastic step")
+    parser.add_argument("--out", help="output folder (default: <runs>/reproduce, see fsad.paths.runs_dir)")
+    parser.add_argument("--resume", action="store_true", help="skip tasks already done")
+    parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run nothing")
+    parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_executor_options(parser)
+    parser.set_defaults(func=cmd_reproduce)
 
 
 # --------------------------------------------------------------------------- arguments -> configs
@@ -303,7 +362,46 @@ def ablation_config(args: argparse.Namespace) -> Any:
         resume=args.resume)
 
 
+def reproduce_config(args: argparse.Namespace) -> Any:
+    """``reproduce``'s arguments as a :class:`fsad.reproduce.ReproduceConfig`."""
+    from fsad.paths import runs_dir
+    from fsad.reproduce import ReproduceConfig
+
+    resolve_backbone(args)
+    if args.out is None:
+        args.out = str(runs_dir() / "reproduce")
+    threads = max(1, int(args.cpus_per_job)) if args.cpus_per_job else None
+    return ReproduceConfig(data_root=args.data_root, dataset=args.dataset, out=args.out, targets=args.targets,
+                           epochs=args.epochs, batch_size=args.batch_size,
+                           max_steps_per_epoch=args.max_steps_per_epoch, ks=list(args.k), runs=args.runs,
+                           backbone=args.backbone, weights=args.weights, image_size=args.image_size,
+                           device=args.device, seed=args.seed, threads=threads)
+
+
 # --------------------------------------------------------------------------- commands
+def cmd_reproduce(args: argparse.Namespace) -> int:
+    from fsad.ray_executor import RayOptions
+    from fsad.reproduce import dry_run_plan, format_plan, reproduce
+
+    if args.executor == "local" and args.address:
+        raise ConfigError("--address needs --executor ray (the local executor runs everything in this process).")
+    config = reproduce_config(args)
+    if args.dry_run:
+        print(format_plan(dry_run_plan(config, gpus_per_job=args.gpus_per_job or 1)))
+        return 0
+    options = RayOptions(address=args.address, num_cpus=args.cpus_per_job or 1, num_gpus=args.gpus_per_job,
+                         max_retries=args.max_retries)
+    summary = reproduce(config, resume=args.resume, executor=args.executor, options=options,
+                        progress=not args.quiet)
+    failed = [s for s in summary["statuses"].values() if s["status"] == "failed"]
+    for status in failed:
+        print(f"failed: {status['task']}: {status['error']}")
+    print(f"reproduction: {len(summary['statuses'])} tasks, {len(failed)} failed; report {Path(args.out) / 'report.md'}"
+          f", tables {Path(args.out) / 'tables'}")
+    return 1 if failed or summary["report"]["status"] != "done" else 0
+
+
+
 def cmd_evaluate(args: argparse.Namespace) -> int:
     from fsad.evaluate import print_summary, run_evaluation
 
@@ -360,7 +458,11 @@ def cmd_batch(args: argparse.Namespace) -> int:
     from fsad.runner import format_statuses, parse_overrides, run_batch
 
     overrides = parse_overrides(args.set)
-    statuses, csv_path = run_batch(args.grid, args.runs_dir, resume=args.resume, overrides=overrides)
+    if args.executor == "local" and args.address:
+        raise ConfigError("--address needs --executor ray (the local executor runs everything in this process).")
+    statuses, csv_path = run_batch(args.grid, args.runs_dir, resume=args.resume, overrides=overrides,
+                                   executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job,
+                                   cpus_per_job=args.cpus_per_job or 1, max_retries=args.max_retries)
     print(format_statuses(statuses))
     print(f"collected results: {csv_path}")
     return 1 if any(s["status"] == "failed" for s in statuses) else 0
