@@ -38,7 +38,7 @@ import subprocess
 import sys
 import threading
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
@@ -116,6 +116,7 @@ def environment(device: torch.device) -> str:
 # --------------------------------------------------------------------------- exactness
 def exactness_step(device: torch.device, dry: bool, data: Path) -> tuple[str, str]:
     import exactness
+
     from fsad.gaussian import PositionalGaussian
 
     lines, worst = [], 0.0

@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptation import METHOD_ROWS, best_forward, build_methods  # noqa: E402
+from timing import configure_threads, interleaved, load_line, ratio_clock  # noqa: E402
+
 from fsad.methods import maps_and_image_scores  # noqa: E402
 from fsad.utils import resolve_device  # noqa: E402
-from timing import configure_threads, interleaved, load_line, ratio_clock  # noqa: E402
 
 
 def run_backbone(backbone: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
