@@ -181,7 +181,7 @@ def run_backbone(backbone: str, args: argparse.Namespace, device: torch.device) 
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--image-size", type=int, default=224)
@@ -190,7 +190,7 @@ def main() -> None:
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "mobilenet_v2"])
     parser.add_argument("--methods", nargs="+", default=list(METHOD_ROWS), choices=METHOD_ROWS)
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS intra-op threads (default 1)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     clock = ratio_clock(device)

@@ -35,9 +35,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 from adaptation import METHOD_ROWS, best_forward, build_methods  # noqa: E402
+from timing import configure_threads, interleaved, load_line, ratio_clock  # noqa: E402
+
 from fsad.methods import maps_and_image_scores  # noqa: E402
 from fsad.utils import resolve_device  # noqa: E402
-from timing import configure_threads, interleaved, load_line, ratio_clock  # noqa: E402
 
 
 def run_backbone(backbone: str, args: argparse.Namespace, device: torch.device) -> list[dict]:
@@ -82,7 +83,7 @@ def run_backbone(backbone: str, args: argparse.Namespace, device: torch.device) 
     return rows
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--image-size", type=int, default=224)
@@ -93,7 +94,7 @@ def main() -> None:
     parser.add_argument("--methods", nargs="+", default=[r for r in METHOD_ROWS if r != "patchcore-A"],
                         choices=METHOD_ROWS)
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS intra-op threads (default 1)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     clock = ratio_clock(device)

@@ -212,3 +212,39 @@ def test_overwrite_features_fits_in_place_with_the_same_numbers():
     before = full_input.clone()
     assert PositionalGaussian().fit(full_input, overwrite_features=True).method_ == "full"
     assert torch.equal(full_input, before)
+
+
+def test_float64_fallback_for_positions_whose_float32_cholesky_fails(monkeypatch):
+    # Force the float32 Cholesky to report failure at every other position: those positions are refactorised
+    # in float64 and the distances equal the normal fit's (and the NumPy reference).
+    from fsad import gaussian
+
+    support = _features(12, 32, 2, 3, seed=5)
+    test = torch.cat([_features(3, 32, 2, 3, seed=6), support[:1]])
+    expected = PositionalGaussian().fit(support).mahalanobis(test)
+    real = torch.linalg.cholesky_ex
+    failed_batches = []
+
+    def failing(matrix, *, out=None):
+        result = real(matrix, out=out)
+        info = result[1]
+        info[::2] = 1
+        failed_batches.append(int((info > 0).sum()))
+        return result
+
+    monkeypatch.setattr(gaussian.torch.linalg, "cholesky_ex", failing)
+    got = PositionalGaussian().fit(support).mahalanobis(test)
+    assert sum(failed_batches) == 3                       # half of the 6 positions went through the fallback
+    torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
+    np.testing.assert_allclose(got.double().numpy(), _numpy_reference(support, test), rtol=1e-4)
+
+
+def test_scoring_is_float32_throughout_and_old_float64_states_still_score():
+    support = _features(12, 32, 2, 3, seed=7)
+    g = PositionalGaussian().fit(support)
+    assert g.chol.dtype == torch.float32 and g.factor_a.dtype == torch.float32
+    state = g.state_dict()
+    state["chol"] = state["chol"].double()                # a state saved when the factor was float64
+    old = PositionalGaussian().load_state_dict(state)
+    torch.testing.assert_close(old.mahalanobis(support), g.mahalanobis(support), rtol=1e-6, atol=1e-6)
+    assert old.mahalanobis(support).dtype == torch.float32

@@ -9,10 +9,9 @@ from __future__ import annotations
 
 import importlib.util
 import sys
+from pathlib import Path
 
 import pytest
-
-from pathlib import Path
 
 REPO_ROOT = Path(__file__).resolve().parents[1]
 
