@@ -279,12 +279,12 @@ def remove_stale_attempts(runs_dir: Path) -> int:
     return removed
 
 
-def collect_results(runs_dir: Path) -> list[dict[str, Any]]:
-    """Every cell of every committed fsad results JSON under ``runs_dir``, flattened with the file it came from.
+def results_files(runs_dir: Path) -> list[Path]:
+    """The committed fsad results JSON files under ``runs_dir``.
 
     Attempt folders (hidden, not yet committed) are never read, so a killed or running execution adds nothing.
     """
-    rows = []
+    files = []
     for path in sorted(runs_dir.rglob("*.json")):
         if _hidden(path, runs_dir):
             continue
@@ -292,26 +292,31 @@ def collect_results(runs_dir: Path) -> list[dict[str, Any]]:
             document = json.loads(path.read_text())
         except (json.JSONDecodeError, UnicodeDecodeError):
             continue
-        if not isinstance(document, dict) or document.get("format") != "fsad-results-v1":
-            continue
-        for cell in document.get("cells", []):
+        if isinstance(document, dict) and document.get("format") == "fsad-results-v1":
+            files.append(path)
+    return files
+
+
+def collect_results(runs_dir: Path) -> list[dict[str, Any]]:
+    """Every cell of every committed results file under ``runs_dir`` as stored (fractions), with its file."""
+    rows = []
+    for path in results_files(runs_dir):
+        for cell in json.loads(path.read_text()).get("cells", []):
             flat = {"results_file": str(path.relative_to(runs_dir))}
             flat.update({k: v for k, v in cell.items() if not isinstance(v, (list, dict))})
             rows.append(flat)
     return rows
 
 
-def write_csv(rows: Iterable[dict[str, Any]], path: Path) -> None:
-    import csv
-    import io
+def write_results_csv(runs_dir: Path, path: Path) -> None:
+    """``results.csv`` of a batch: :func:`fsad.results.load_results` over its committed results files (one row
+    per cell, metrics in %, config, weights SHA-256, kit version and commit), ``results_file`` relative to
+    ``runs_dir`` so two batches of the same grid give the same table wherever they ran."""
+    from fsad.results import load_results
 
-    rows = list(rows)
-    fields = sorted({key for row in rows for key in row}, key=lambda k: (k != "results_file", k))
-    buffer = io.StringIO()
-    writer = csv.DictWriter(buffer, fieldnames=fields)
-    writer.writeheader()
-    writer.writerows(rows)
-    atomic_write_text(path, buffer.getvalue())
+    frame = load_results(results_files(runs_dir))
+    frame.insert(0, "results_file", [str(Path(source).relative_to(runs_dir)) for source in frame["source"]])
+    atomic_write_text(path, frame.drop(columns="source").to_csv(index=False, lineterminator="\n"))
 
 
 def run_batch(grid_path: str | Path, runs_root: str | Path | None = None, resume: bool = False,
@@ -357,7 +362,7 @@ def run_batch(grid_path: str | Path, runs_root: str | Path | None = None, resume
     runs_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_attempts(runs_dir)  # every task has returned: what is left is from attempts killed on the way
     csv_path = runs_dir / "results.csv"
-    write_csv(collect_results(runs_dir), csv_path)
+    write_results_csv(runs_dir, csv_path)
     atomic_write_json(runs_dir / "batch.json", {"grid": str(grid_path), "executor": executor, "batch_id": batch_id,
                                                 "statuses": statuses})
     return statuses, csv_path

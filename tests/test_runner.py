@@ -186,3 +186,14 @@ def test_ray_executor_is_imported_only_when_asked_for(grid, tmp_path):
     assert out.split()[-2:] == ["False", "False"]
     with pytest.raises(ValueError, match="Unknown executor"):
         run_batch(grid, tmp_path / "runs", executor="dask")
+
+
+def test_results_csv_is_load_results_in_percent(grid, tmp_path):
+    """The batch's results.csv is fsad.results.load_results over its committed files: metrics in %, config columns."""
+    import pandas as pd
+
+    _, csv_path = run_batch(grid, tmp_path / "runs")
+    table = pd.read_csv(csv_path)
+    assert sorted(table["image_auroc"]) == [52.0, 54.0]  # the notebooks stored 0.52 and 0.54
+    assert {"results_file", "dataset", "backbone", "weights_sha256", "k", "run", "fsad_kit"} <= set(table.columns)
+    assert all(not f.startswith("/") for f in table["results_file"])
