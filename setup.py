@@ -23,8 +23,9 @@ class BuildPyWithNotebooks(build_py):
         target = Path(self.build_lib) / "fsad" / "_notebooks"
         if target.exists():
             shutil.rmtree(target)
-        shutil.copytree(ROOT / "notebooks", target,
-                        ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "runs"))
+        shutil.copytree(
+            ROOT / "notebooks", target, ignore=shutil.ignore_patterns(".ipynb_checkpoints", "__pycache__", "runs")
+        )
 
 
 setup(cmdclass={"build_py": BuildPyWithNotebooks})

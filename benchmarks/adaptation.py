@@ -25,6 +25,7 @@ Usage:
     python benchmarks/adaptation.py --image-size 96 --k 2   # quick
     python benchmarks/adaptation.py --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -70,15 +71,17 @@ def timed(fn: Callable[[], Any], device: torch.device) -> float:
     return measure(fn, device).wall
 
 
-def forward_fn(extractor: torch.nn.Module, images: torch.Tensor, channels_last: bool,
-               batch: int = DEFAULT_FEATURE_BATCH) -> Callable[[], None]:
+def forward_fn(
+    extractor: torch.nn.Module, images: torch.Tensor, channels_last: bool, batch: int = DEFAULT_FEATURE_BATCH
+) -> Callable[[], None]:
     """Backbone forward (three stages) of ``images`` in batches, nothing else."""
     fmt = torch.channels_last if channels_last else torch.contiguous_format
 
     @torch.no_grad()
     def run() -> None:
         for i in range(0, len(images), batch):
-            extractor(images[i:i + batch].contiguous(memory_format=fmt))
+            extractor(images[i : i + batch].contiguous(memory_format=fmt))
+
     return run
 
 
@@ -86,8 +89,10 @@ def best_forward(extractor: torch.nn.Module, images: torch.Tensor, device: torch
     """The faster input layout for this backbone (one timed call each, after a warm-up batch)."""
     forward_fn(extractor, images[:2], False)()
     forward_fn(extractor, images[:2], True)()
-    times = {name: timed(forward_fn(extractor, images, name == "channels_last"), device)
-             for name in ("NCHW", "channels_last")}
+    times = {
+        name: timed(forward_fn(extractor, images, name == "channels_last"), device)
+        for name in ("NCHW", "channels_last")
+    }
     name = min(times, key=times.get)
     return forward_fn(extractor, images, name == "channels_last"), name
 
@@ -111,13 +116,16 @@ def gram_cholesky_fn(n: int, c: int, positions: int, device: torch.device, threa
                 torch.linalg.cholesky(g + GAUSSIAN_EPS * eye)
         finally:
             torch.set_num_threads(old)
+
     return run
 
 
 def best_linalg(n: int, c: int, positions: int, device: torch.device) -> tuple[Callable, str]:
-    options = {f"{t} thr": gram_cholesky_fn(n, c, positions, device, t)
-               for t in sorted({1, torch.get_num_threads()})} if device.type == "cpu" else \
-        {"gpu": gram_cholesky_fn(n, c, positions, device, None)}
+    options = (
+        {f"{t} thr": gram_cholesky_fn(n, c, positions, device, t) for t in sorted({1, torch.get_num_threads()})}
+        if device.type == "cpu"
+        else {"gpu": gram_cholesky_fn(n, c, positions, device, None)}
+    )
     times = {name: timed(fn, device) for name, fn in options.items()}
     name = min(times, key=times.get)
     return options[name], name
@@ -128,8 +136,11 @@ def build_methods(backbone: str, image_size: int, device: torch.device, rows: li
     methods: dict[str, Any] = {}
     for row in rows:
         stn = None if row.startswith(("padim", "patchcore")) else "rotation_scale"
-        model = RegADModel(backbone, image_size=image_size, stn_mode=stn, backbone_state_dict=state,
-                           seed=0).to(device).eval()
+        model = (
+            RegADModel(backbone, image_size=image_size, stn_mode=stn, backbone_state_dict=state, seed=0)
+            .to(device)
+            .eval()
+        )
         if row == "regad-trainedSTN":
             gen = torch.Generator().manual_seed(1)
             with torch.no_grad():  # small non-zero last layer: the STNs run as for a trained checkpoint
@@ -137,11 +148,11 @@ def build_methods(backbone: str, image_size: int, device: torch.device, rows: li
                     w = stn_module.fc[-1].weight
                     w.copy_(1e-4 * torch.randn(w.shape, generator=gen))
         if row.startswith("patchcore"):
-            methods[row] = PatchCoreMethod(model.backbone,
-                                           augment_families=AUGMENT_FAMILIES if AUGMENTED[row] else ())
+            methods[row] = PatchCoreMethod(model.backbone, augment_families=AUGMENT_FAMILIES if AUGMENTED[row] else ())
         else:
-            methods[row] = GaussianMethod(model, augment_families=AUGMENT_FAMILIES,
-                                          name="padim" if row == "padim" else "regad")
+            methods[row] = GaussianMethod(
+                model, augment_families=AUGMENT_FAMILIES, name="padim" if row == "padim" else "regad"
+            )
     return methods
 
 
@@ -162,21 +173,37 @@ def run_backbone(backbone: str, args: argparse.Namespace, device: torch.device) 
     for method in methods.values():  # warm-up on one support (lazy init, kernel selection)
         method.fit(supports[:1])
 
-    sides = {"forward": forward, "forward_k": plain_forward, "linalg": linalg,
-             **{row: (lambda m=method: m.fit(supports)) for row, method in methods.items()}}
+    sides = {
+        "forward": forward,
+        "forward_k": plain_forward,
+        "linalg": linalg,
+        **{row: (lambda m=method: m.fit(supports)) for row, method in methods.items()},
+    }
     stats = interleaved(sides, args.repeats, device)
     rows = []
     for row in methods:
         gaussian = not row.startswith("patchcore")
         fwd = stats["forward"] if AUGMENTED[row] else stats["forward_k"]
-        out = dict(backbone=backbone, method=row, n=n if AUGMENTED[row] else args.k, c=c, layout=layout,
-                   linalg_threads=linalg_threads, form=("BxB" if n < c else "CxC") if gaussian else "-")
+        out = dict(
+            backbone=backbone,
+            method=row,
+            n=n if AUGMENTED[row] else args.k,
+            c=c,
+            layout=layout,
+            linalg_threads=linalg_threads,
+            form=("BxB" if n < c else "CxC") if gaussian else "-",
+        )
         for clock in ("cpu", "wall"):
             linalg_s = stats["linalg"].seconds(clock) if gaussian else 0.0
             bound = fwd.seconds(clock) + linalg_s
-            out[clock] = dict(adaptation=stats[row].seconds(clock), forward=fwd.seconds(clock), linalg=linalg_s,
-                              bound=bound, ratio=stats[row].seconds(clock) / bound,
-                              adaptation_min=getattr(stats[row], f"{clock}_min"))
+            out[clock] = dict(
+                adaptation=stats[row].seconds(clock),
+                forward=fwd.seconds(clock),
+                linalg=linalg_s,
+                bound=bound,
+                ratio=stats[row].seconds(clock) / bound,
+                adaptation_min=getattr(stats[row], f"{clock}_min"),
+            )
         rows.append(out)
     return rows
 
@@ -195,26 +222,35 @@ def main(argv: list[str] | None = None) -> None:
     device = resolve_device(args.device)
     clock = ratio_clock(device)
     n = args.k * views_per_image()
-    print(f"# Adaptation (augment + forward + fit) vs bound (forward of the same {n} views + Gram GEMM + "
-          f"Cholesky), k={args.k}, {args.image_size} px, device={device}, torch {torch.__version__}, "
-          f"threads={torch.get_num_threads()}, {args.repeats} interleaved repeats; seconds are medians "
-          f"(min in brackets), ratios of median {clock} seconds and of median wall seconds")
+    print(
+        f"# Adaptation (augment + forward + fit) vs bound (forward of the same {n} views + Gram GEMM + "
+        f"Cholesky), k={args.k}, {args.image_size} px, device={device}, torch {torch.__version__}, "
+        f"threads={torch.get_num_threads()}, {args.repeats} interleaved repeats; seconds are medians "
+        f"(min in brackets), ratios of median {clock} seconds and of median wall seconds"
+    )
     print(load_line("start"))
-    header = (f"{'backbone':<14}{'method':<18}{'N':>5}{'C':>5}{'form':>6}{'adapt cpu s':>17}{'fwd cpu':>9}"
-              f"{'gram+chol':>10}{'bound cpu':>10}{'ratio cpu':>10}{'adapt wall s':>18}{'ratio wall':>11}")
+    header = (
+        f"{'backbone':<14}{'method':<18}{'N':>5}{'C':>5}{'form':>6}{'adapt cpu s':>17}{'fwd cpu':>9}"
+        f"{'gram+chol':>10}{'bound cpu':>10}{'ratio cpu':>10}{'adapt wall s':>18}{'ratio wall':>11}"
+    )
     print(header)
     print("-" * len(header))
     for backbone in args.backbones:
         for r in run_backbone(backbone, args, device):
             c, w = r["cpu"], r["wall"]
-            print(f"{r['backbone']:<14}{r['method']:<18}{r['n']:>5}{r['c']:>5}{r['form']:>6}"
-                  f"{c['adaptation']:>9.2f} ({c['adaptation_min']:5.2f}){c['forward']:>9.2f}{c['linalg']:>10.2f}"
-                  f"{c['bound']:>10.2f}{c['ratio']:>10.2f}{w['adaptation']:>10.2f} ({w['adaptation_min']:5.2f})"
-                  f"{w['ratio']:>11.2f}", flush=True)
+            print(
+                f"{r['backbone']:<14}{r['method']:<18}{r['n']:>5}{r['c']:>5}{r['form']:>6}"
+                f"{c['adaptation']:>9.2f} ({c['adaptation_min']:5.2f}){c['forward']:>9.2f}{c['linalg']:>10.2f}"
+                f"{c['bound']:>10.2f}{c['ratio']:>10.2f}{w['adaptation']:>10.2f} ({w['adaptation_min']:5.2f})"
+                f"{w['ratio']:>11.2f}",
+                flush=True,
+            )
         print(f"  ({backbone}: bound forward layout {r['layout']}, Gram+Cholesky at {r['linalg_threads']})")
     print(load_line("end"))
-    print(f"\nratio = adaptation / bound (goal <= 1.3), quoted on {clock} time. 'form' = the Gaussian's exact form "
-          "(BxB low-rank when N < C, else CxC). PatchCore's bound is the forward alone of the N images it banks.")
+    print(
+        f"\nratio = adaptation / bound (goal <= 1.3), quoted on {clock} time. 'form' = the Gaussian's exact form "
+        "(BxB low-rank when N < C, else CxC). PatchCore's bound is the forward alone of the N images it banks."
+    )
 
 
 if __name__ == "__main__":

@@ -10,6 +10,7 @@ Ray must stay on loopback: run it inside a private network namespace that holds 
     unshare -n sh -c 'ip link set lo up && RAY_USAGE_STATS_ENABLED=0 RAY_enable_metrics_collection=0 \
         .venv/bin/python benchmarks/batch_scaling.py --cells 6 --seconds 10'
 """
+
 from __future__ import annotations
 
 import argparse
@@ -40,8 +41,15 @@ def write_grid(folder: Path, cells: int, seconds: float) -> Path:
     nb.metadata["kernelspec"] = {"name": "python3", "display_name": "Python 3", "language": "python"}
     nbformat.write(nb, folder / "busy.ipynb")
     grid = folder / "scaling.yaml"
-    grid.write_text(json.dumps({"name": "scaling", "parameters": {"seconds": seconds},
-                                "jobs": [{"notebook": str(folder / "busy.ipynb"), "grid": {"k": list(range(cells))}}]}))
+    grid.write_text(
+        json.dumps(
+            {
+                "name": "scaling",
+                "parameters": {"seconds": seconds},
+                "jobs": [{"notebook": str(folder / "busy.ipynb"), "grid": {"k": list(range(cells))}}],
+            }
+        )
+    )
     return grid
 
 
@@ -66,8 +74,14 @@ def main() -> None:
         rows.append(("local", 1, local, None))
         for workers in (1, 2):
             started = time.perf_counter()
-            ray.init(address="local", num_cpus=workers, _node_ip_address="127.0.0.1", include_dashboard=False,
-                     log_to_driver=False, _temp_dir=str(folder / "ray"))
+            ray.init(
+                address="local",
+                num_cpus=workers,
+                _node_ip_address="127.0.0.1",
+                include_dashboard=False,
+                log_to_driver=False,
+                _temp_dir=str(folder / "ray"),
+            )
             startup = time.perf_counter() - started
             start = time.perf_counter()
             statuses, _ = run_batch(grid, folder / f"ray{workers}", executor="ray", progress=False)

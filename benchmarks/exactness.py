@@ -19,6 +19,7 @@ Usage (real data beside the checkout, ``../shared/data``):
     python benchmarks/exactness.py                       # bottle + metal_plate, both backbones, k = 1 2 8
     python benchmarks/exactness.py --stride 4            # 14x14 positions
 """
+
 from __future__ import annotations
 
 import argparse
@@ -49,14 +50,21 @@ def build_model(backbone: str, weights: str, image_size: int = 224, seed: int = 
 
     torch.manual_seed(seed)
     state_dict, _ = load_backbone_weights(backbone, weights, seed=seed)
-    return RegADModel(backbone=backbone, image_size=image_size, stn_mode=None,
-                      backbone_state_dict=state_dict).eval()
+    return RegADModel(backbone=backbone, image_size=image_size, stn_mode=None, backbone_state_dict=state_dict).eval()
 
 
 @torch.no_grad()
-def real_features(data_root: Path, category: str, backbone: str, weights: str, k_max: int = max(KS),
-                  stride: int = 8, test_images: int = 3, image_size: int = 224,
-                  batch: int = 16) -> tuple[torch.Tensor, torch.Tensor, int]:
+def real_features(
+    data_root: Path,
+    category: str,
+    backbone: str,
+    weights: str,
+    k_max: int = max(KS),
+    stride: int = 8,
+    test_images: int = 3,
+    image_size: int = 224,
+    batch: int = 16,
+) -> tuple[torch.Tensor, torch.Tensor, int]:
     """Embedded support views ``[k_max*V, C, h, w]`` (view-major), test features ``[T+1, C, h, w]`` and V.
 
     The supports are the first ``k_max`` train/good files; the test images the first ``test_images`` files
@@ -71,7 +79,7 @@ def real_features(data_root: Path, category: str, backbone: str, weights: str, k
     supports = load_supports(data_root, category, train, image_size)
     views = augment_supports(supports)
     picked = (slice(None), slice(None), slice(None, None, stride), slice(None, None, stride))
-    sup = torch.cat([model.embed(views[i:i + batch])[picked] for i in range(0, len(views), batch)])
+    sup = torch.cat([model.embed(views[i : i + batch])[picked] for i in range(0, len(views), batch)])
     tst = model.embed(load_supports(data_root, category, test + train[:1], image_size))[picked]
     return sup.contiguous(), tst.contiguous(), views_per_image()
 
@@ -84,12 +92,12 @@ def views_of_first(features: torch.Tensor, k: int, k_max: int, views: int) -> to
 def reference_distances(support: torch.Tensor, test: torch.Tensor, eps: float = GAUSSIAN_EPS) -> torch.Tensor:
     """float64 ``sqrt(v^T Sigma^-1 v)`` by a dense ``C x C`` solve per position: ``[M, h, w]``."""
     n, c, h, w = support.shape
-    x = support.double().reshape(n, c, -1).permute(2, 0, 1)                 # [P, N, C]
+    x = support.double().reshape(n, c, -1).permute(2, 0, 1)  # [P, N, C]
     mu = x.mean(1, keepdim=True)
     a = (x - mu) / math.sqrt(max(n - 1, 1))
     sigma = a.mT @ a + eps * torch.eye(c, dtype=torch.float64)
-    v = test.double().reshape(test.shape[0], c, -1).permute(2, 0, 1) - mu   # [P, M, C]
-    d2 = (v * torch.linalg.solve(sigma, v.mT).mT).sum(-1)                   # [P, M]
+    v = test.double().reshape(test.shape[0], c, -1).permute(2, 0, 1) - mu  # [P, M, C]
+    d2 = (v * torch.linalg.solve(sigma, v.mT).mT).sum(-1)  # [P, M]
     return d2.sqrt().mT.reshape(test.shape[0], h, w)
 
 
@@ -111,8 +119,9 @@ def relative_error(got: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
     return (got.double() - reference).abs() / reference
 
 
-def exactness_rows(support_views: torch.Tensor, test: torch.Tensor, k_max: int, views: int,
-                   ks: tuple[int, ...] = KS) -> list[dict]:
+def exactness_rows(
+    support_views: torch.Tensor, test: torch.Tensor, k_max: int, views: int, ks: tuple[int, ...] = KS
+) -> list[dict]:
     rows = []
     for k in ks:
         support = views_of_first(support_views, k, k_max, views)
@@ -120,10 +129,18 @@ def exactness_rows(support_views: torch.Tensor, test: torch.Tensor, k_max: int, 
         got = gaussian.mahalanobis(test)
         reference = reference_distances(support, test)
         err = relative_error(got, reference)
-        rows.append({"k": k, "n": support.shape[0], "c": support.shape[1], "form": gaussian.method_,
-                     "dtype": str(got.dtype).replace("torch.", ""),
-                     "max_rel": err.max().item(), "at_support": err[-1].max().item(),
-                     "textbook_f32": relative_error(textbook_float32(support, test), reference).max().item()})
+        rows.append(
+            {
+                "k": k,
+                "n": support.shape[0],
+                "c": support.shape[1],
+                "form": gaussian.method_,
+                "dtype": str(got.dtype).replace("torch.", ""),
+                "max_rel": err.max().item(),
+                "at_support": err[-1].max().item(),
+                "textbook_f32": relative_error(textbook_float32(support, test), reference).max().item(),
+            }
+        )
     return rows
 
 
@@ -136,8 +153,10 @@ def main(argv: list[str] | None = None) -> list[dict]:
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     table = []
-    print(f"{'category':<12} {'backbone':<13} {'weights':<8} {'k':>2} {'N':>4} {'C':>4} {'form':<8} "
-          f"{'float32':>9} {'at support':>11} {'textbook f32':>13}")
+    print(
+        f"{'category':<12} {'backbone':<13} {'weights':<8} {'k':>2} {'N':>4} {'C':>4} {'form':<8} "
+        f"{'float32':>9} {'at support':>11} {'textbook f32':>13}"
+    )
     for root, category in CASES:
         for backbone in args.backbones:
             weights = BACKBONE_WEIGHTS[backbone]
@@ -145,12 +164,17 @@ def main(argv: list[str] | None = None) -> list[dict]:
             for row in exactness_rows(sup, tst, max(KS), views):
                 row.update(category=category, backbone=backbone, weights=weights)
                 table.append(row)
-                print(f"{category:<12} {backbone:<13} {weights:<8} {row['k']:>2} {row['n']:>4} {row['c']:>4} "
-                      f"{row['form']:<8} {row['max_rel']:>9.1e} {row['at_support']:>11.1e} "
-                      f"{row['textbook_f32']:>13.1e}", flush=True)
+                print(
+                    f"{category:<12} {backbone:<13} {weights:<8} {row['k']:>2} {row['n']:>4} {row['c']:>4} "
+                    f"{row['form']:<8} {row['max_rel']:>9.1e} {row['at_support']:>11.1e} "
+                    f"{row['textbook_f32']:>13.1e}",
+                    flush=True,
+                )
     worst = max(row["max_rel"] for row in table)
-    print(f"max relative error of the float32 distances: {worst:.1e} (goal <= {TOLERANCE:.0e}: "
-          f"{'met' if worst <= TOLERANCE else 'MISSED'})")
+    print(
+        f"max relative error of the float32 distances: {worst:.1e} (goal <= {TOLERANCE:.0e}: "
+        f"{'met' if worst <= TOLERANCE else 'MISSED'})"
+    )
     return table
 
 

@@ -27,6 +27,7 @@ Usage:
     python benchmarks/gaussian_fit.py --positions 784      # 28x28 positions
     python benchmarks/gaussian_fit.py --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -36,8 +37,8 @@ import resource
 import subprocess
 import sys
 import time
-from typing import Any
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import torch
@@ -45,9 +46,10 @@ from scipy.spatial.distance import mahalanobis
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[0]))
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+from timing import Stats, configure_threads, interleaved, load_line, ratio_clock  # noqa: E402
+
 from fsad.gaussian import GAUSSIAN_EPS, PositionalGaussian  # noqa: E402
 from fsad.utils import resolve_device, synchronize  # noqa: E402
-from timing import Stats, configure_threads, interleaved, load_line, ratio_clock  # noqa: E402
 
 VIEWS_PER_IMAGE = 22  # RegAD support augmentation (fsad.augment.views_per_image())
 
@@ -102,9 +104,26 @@ def state_bytes(g: PositionalGaussian) -> int:
 
 
 def measure_fit_memory_cpu(args: argparse.Namespace, method: str) -> dict:
-    cmd = [sys.executable, __file__, "--positions", str(args.positions), "--channels", str(args.channels),
-           "--k", str(args.k), "--test-images", str(args.test_images), "--seed", str(args.seed), "--device", "cpu",
-           "--memory-budget", str(args.memory_budget), "--_memory-child", method]
+    cmd = [
+        sys.executable,
+        __file__,
+        "--positions",
+        str(args.positions),
+        "--channels",
+        str(args.channels),
+        "--k",
+        str(args.k),
+        "--test-images",
+        str(args.test_images),
+        "--seed",
+        str(args.seed),
+        "--device",
+        "cpu",
+        "--memory-budget",
+        str(args.memory_budget),
+        "--_memory-child",
+        method,
+    ]
     out = subprocess.run(cmd, capture_output=True, text=True, check=True)
     return json.loads(out.stdout.strip().splitlines()[-1])
 
@@ -132,8 +151,15 @@ def memory_child(args: argparse.Namespace) -> None:
     g = PositionalGaussian().fit(support, method=args._memory_child, memory_budget=args.memory_budget)
     g.mahalanobis(test)
     peak = _proc_status_kib("VmHWM") if reset else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
-    print(json.dumps({"peak_extra_bytes": (peak - rss0) * 1024, "state_bytes": state_bytes(g),
-                      "method": "VmHWM after clear_refs" if reset else "ru_maxrss delta"}))
+    print(
+        json.dumps(
+            {
+                "peak_extra_bytes": (peak - rss0) * 1024,
+                "state_bytes": state_bytes(g),
+                "method": "VmHWM after clear_refs" if reset else "ru_maxrss delta",
+            }
+        )
+    )
 
 
 def main() -> None:
@@ -144,8 +170,12 @@ def main() -> None:
     parser.add_argument("--test-images", type=int, default=83)
     parser.add_argument("--device", default="cpu", help="cpu | cuda | auto")
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--authors-budget", type=float, default=20.0,
-                        help="seconds per repeat allowed for the authors' loop before it is subsampled and extrapolated")
+    parser.add_argument(
+        "--authors-budget",
+        type=float,
+        default=20.0,
+        help="seconds per repeat allowed for the authors' loop before it is subsampled and extrapolated",
+    )
     parser.add_argument("--memory-budget", type=int, default=1 << 30, help="bytes of working memory per chunk")
     parser.add_argument("--repeats", type=int, default=3, help="interleaved repeats (median and min reported)")
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS threads (default 1)")
@@ -161,9 +191,11 @@ def main() -> None:
     support, test = make_features(args, device)
     n, c, h, w = support.shape
     p = h * w
-    print(f"# Gaussian fit + scoring: N={n} supports (k={args.k} x {VIEWS_PER_IMAGE} views), C={c}, "
-          f"positions={p} ({h}x{w}), M={test.shape[0]} test images, device={device}, "
-          f"torch {torch.__version__}, threads={torch.get_num_threads()}, {args.repeats} interleaved repeats")
+    print(
+        f"# Gaussian fit + scoring: N={n} supports (k={args.k} x {VIEWS_PER_IMAGE} views), C={c}, "
+        f"positions={p} ({h}x{w}), M={test.shape[0]} test images, device={device}, "
+        f"torch {torch.__version__}, threads={torch.get_num_threads()}, {args.repeats} interleaved repeats"
+    )
     print(load_line("start"))
 
     # --- ours (warm-up once on a few positions so lazy init is not timed)
@@ -183,7 +215,9 @@ def main() -> None:
     if per_pos * p <= args.authors_budget:
         chosen = np.arange(p)
     else:
-        chosen = np.unique(np.linspace(0, p - 1, max(calib.size, int(args.authors_budget / per_pos))).round().astype(int))
+        chosen = np.unique(
+            np.linspace(0, p - 1, max(calib.size, int(args.authors_budget / per_pos))).round().astype(int)
+        )
     scale = p / chosen.size
     authors: dict[str, Any] = {}
 
@@ -192,8 +226,11 @@ def main() -> None:
 
     sides = {"authors": authors_side, **{m: (lambda m=m: ours(m)) for m in methods}}
     stats = interleaved(sides, args.repeats, device)
-    note = "measured on all positions" if chosen.size == p else (
-        f"measured on {chosen.size} of {p} evenly spaced positions, extrapolated x{scale:.1f}")
+    note = (
+        "measured on all positions"
+        if chosen.size == p
+        else (f"measured on {chosen.size} of {p} evenly spaced positions, extrapolated x{scale:.1f}")
+    )
 
     results = {}
     for method in methods:
@@ -211,33 +248,50 @@ def main() -> None:
             peak = mem["peak_extra_bytes"]
             how = f"RSS peak growth of a subprocess during fit + scoring, inputs excluded ({mem['method']})"
         dist = d.reshape(d.shape[0], -1).double().cpu().numpy()
-        results[method] = dict(stats=stats[method], fit=fit_s, score=score_s, peak=peak, how=how,
-                               state=state_bytes(g), chunk=g.chunk_size,
-                               maxrel=float(np.max(np.abs(dist[:, chosen] - authors["dist"]) / authors["dist"])))
+        results[method] = dict(
+            stats=stats[method],
+            fit=fit_s,
+            score=score_s,
+            peak=peak,
+            how=how,
+            state=state_bytes(g),
+            chunk=g.chunk_size,
+            maxrel=float(np.max(np.abs(dist[:, chosen] - authors["dist"]) / authors["dist"])),
+        )
         del g
 
     a_stats: Stats = stats["authors"]
     a_tot = {k: a_stats.seconds(k) * scale for k in ("cpu", "wall")}
     a_min = {k: getattr(a_stats, f"{k}_min") * scale for k in ("cpu", "wall")}
-    print(f"\nauthors' loop: {note}; 1 BLAS thread; fit/score split of the last repeat: "
-          f"{authors['fit'] * scale:.1f} / {authors['score'] * scale:.1f} wall s")
-    header = (f"{'method':<22}{'cpu s':>9}{'(min)':>9}{'wall s':>9}{'(min)':>9}{'x cpu':>8}{'x wall':>8}"
-              f"{'fit/score wall s':>18}{'peak MiB':>10}{'stored MiB':>12}{'max rel diff':>14}")
+    print(
+        f"\nauthors' loop: {note}; 1 BLAS thread; fit/score split of the last repeat: "
+        f"{authors['fit'] * scale:.1f} / {authors['score'] * scale:.1f} wall s"
+    )
+    header = (
+        f"{'method':<22}{'cpu s':>9}{'(min)':>9}{'wall s':>9}{'(min)':>9}{'x cpu':>8}{'x wall':>8}"
+        f"{'fit/score wall s':>18}{'peak MiB':>10}{'stored MiB':>12}{'max rel diff':>14}"
+    )
     print(header)
     print("-" * len(header))
-    print(f"{'authors (NumPy loop)':<22}{a_tot['cpu']:9.2f}{a_min['cpu']:9.2f}{a_tot['wall']:9.2f}{a_min['wall']:9.2f}"
-          f"{1.0:8.1f}{1.0:8.1f}{'':>18}{'-':>10}{'-':>12}{'ref':>14}")
+    print(
+        f"{'authors (NumPy loop)':<22}{a_tot['cpu']:9.2f}{a_min['cpu']:9.2f}{a_tot['wall']:9.2f}{a_min['wall']:9.2f}"
+        f"{1.0:8.1f}{1.0:8.1f}{'':>18}{'-':>10}{'-':>12}{'ref':>14}"
+    )
     for method, r in results.items():
         st: Stats = r["stats"]
         split = f"{r['fit']:.2f} / {r['score']:.2f}"
-        print(f"{'ours ' + method:<22}{st.cpu_median:9.2f}{st.cpu_min:9.2f}{st.wall_median:9.2f}{st.wall_min:9.2f}"
-              f"{a_tot['cpu'] / st.cpu_median:8.1f}{a_tot['wall'] / st.wall_median:8.1f}{split:>18}"
-              f"{r['peak'] / 2**20:10.0f}{r['state'] / 2**20:12.0f}{r['maxrel']:14.1e}")
+        print(
+            f"{'ours ' + method:<22}{st.cpu_median:9.2f}{st.cpu_min:9.2f}{st.wall_median:9.2f}{st.wall_min:9.2f}"
+            f"{a_tot['cpu'] / st.cpu_median:8.1f}{a_tot['wall'] / st.wall_median:8.1f}{split:>18}"
+            f"{r['peak'] / 2**20:10.0f}{r['state'] / 2**20:12.0f}{r['maxrel']:14.1e}"
+        )
     print(load_line("end"))
-    print(f"\n'x' = authors' seconds / ours (higher is faster; goal >= 10 on CPU), quoted on {clock} time. "
-          f"Peak memory (goal <= 2048 MiB at k=8, 224 px, ResNet-18): {results['lowrank']['how']}. "
-          f"Stored = tensors kept by the fitted model. Chunk sizes: lowrank {results['lowrank']['chunk']}, "
-          f"full {results['full']['chunk']} positions (memory budget {args.memory_budget / 2**20:.0f} MiB).")
+    print(
+        f"\n'x' = authors' seconds / ours (higher is faster; goal >= 10 on CPU), quoted on {clock} time. "
+        f"Peak memory (goal <= 2048 MiB at k=8, 224 px, ResNet-18): {results['lowrank']['how']}. "
+        f"Stored = tensors kept by the fitted model. Chunk sizes: lowrank {results['lowrank']['chunk']}, "
+        f"full {results['full']['chunk']} positions (memory budget {args.memory_budget / 2**20:.0f} MiB)."
+    )
 
 
 if __name__ == "__main__":

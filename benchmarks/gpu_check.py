@@ -27,6 +27,7 @@ Usage:
     python benchmarks/gpu_check.py                      # on the GPU machine (device cuda)
     python benchmarks/gpu_check.py --device cpu --dry-run --out /tmp/gpu_check.md
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,15 +59,15 @@ EXACTNESS_TOLERANCE = 1e-4
 @dataclass
 class Step:
     name: str
-    fast: bool                      # run in --dry-run (at tiny sizes)
-    plan: str                       # what it does, for the table
-    run: Callable[[], str]          # returns the result text
+    fast: bool  # run in --dry-run (at tiny sizes)
+    plan: str  # what it does, for the table
+    run: Callable[[], str]  # returns the result text
     status: str = "planned"
     result: str = ""
     seconds: float | None = None
     peak_allocated: int | None = None
     peak_device: int | None = None
-    detail: str = ""               # long output (tables), appended below the summary table
+    detail: str = ""  # long output (tables), appended below the summary table
     error: bool = False
 
 
@@ -103,8 +104,11 @@ class DeviceMemorySampler:
 
 
 def environment(device: torch.device) -> str:
-    parts = [f"torch {torch.__version__}", f"CUDA {torch.version.cuda}",
-             f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'n/a'}"]
+    parts = [
+        f"torch {torch.__version__}",
+        f"CUDA {torch.version.cuda}",
+        f"cuDNN {torch.backends.cudnn.version() if torch.backends.cudnn.is_available() else 'n/a'}",
+    ]
     if device.type == "cuda":
         props = torch.cuda.get_device_properties(device)
         parts += [props.name, f"{props.total_memory / 2**30:.0f} GiB", f"capability {props.major}.{props.minor}"]
@@ -126,8 +130,9 @@ def exactness_step(device: torch.device, dry: bool, data: Path) -> tuple[str, st
         basis = torch.randn(8, 96, generator=gen) * torch.logspace(0, 1, 96)
         cases = []
         for n in (22, 120):
-            z = torch.relu(torch.randn(n + 3, 16, 8, generator=gen) @ basis + 0.1 * torch.randn(n + 3, 16, 96,
-                                                                                           generator=gen))
+            z = torch.relu(
+                torch.randn(n + 3, 16, 8, generator=gen) @ basis + 0.1 * torch.randn(n + 3, 16, 96, generator=gen)
+            )
             feats = z.permute(0, 2, 1).reshape(n + 3, 96, 4, 4)
             cases.append((f"random n={n}", feats[:n], torch.cat([feats[n:], feats[:1]])))
     else:
@@ -136,10 +141,11 @@ def exactness_step(device: torch.device, dry: bool, data: Path) -> tuple[str, st
         for backbone, weights in exactness.BACKBONE_WEIGHTS.items():
             sup, tst, views = exactness.real_features(data / root, category, backbone, weights)
             for k in exactness.KS:
-                cases.append((f"{category} {backbone} k={k}",
-                              exactness.views_of_first(sup, k, max(exactness.KS), views), tst))
+                cases.append(
+                    (f"{category} {backbone} k={k}", exactness.views_of_first(sup, k, max(exactness.KS), views), tst)
+                )
     for name, support, test in cases:
-        reference = exactness.reference_distances(support, test)          # float64 on the CPU
+        reference = exactness.reference_distances(support, test)  # float64 on the CPU
         g = PositionalGaussian().fit(support.to(device))
         got = g.mahalanobis(test.to(device)).cpu()
         err = exactness.relative_error(got, reference).max().item()
@@ -170,8 +176,9 @@ def train_epoch(images: torch.Tensor, amp: bool, device: torch.device, batch: in
     model = RegADModel(backbone="resnet18", image_size=images.shape[-1], stn_mode="rotation_scale", seed=0).to(device)
     model.freeze_backbone(True)
     model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=DEFAULT_LR,
-                                momentum=DEFAULT_MOMENTUM)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM
+    )
     amp_dtype = torch.float16 if device.type == "cuda" else torch.bfloat16
     scaler = torch.amp.GradScaler(device.type, enabled=amp and amp_dtype == torch.float16)
     gen = torch.Generator().manual_seed(0)
@@ -182,8 +189,8 @@ def train_epoch(images: torch.Tensor, amp: bool, device: torch.device, batch: in
         torch.cuda.synchronize(device)
     start = time.perf_counter()
     for i in range(0, len(images), batch):
-        q = images[order[i:i + batch]]
-        others = images[partner[order[i:i + batch]]].unsqueeze(1)
+        q = images[order[i : i + batch]]
+        others = images[partner[order[i : i + batch]]].unsqueeze(1)
         with torch.autocast(device.type, dtype=amp_dtype, enabled=amp):
             loss = registration_step_loss(model, q, others, "pair")
         optimizer.zero_grad(set_to_none=True)
@@ -197,8 +204,10 @@ def train_epoch(images: torch.Tensor, amp: bool, device: torch.device, batch: in
     steps = math.ceil(len(images) / batch)
     if not all(math.isfinite(x) for x in losses):
         raise RuntimeError(f"non-finite training loss with AMP {'on' if amp else 'off'}: {losses}")
-    return (f"{len(images)} images, {steps} steps of {batch}, {images.shape[-1]} px: {seconds:.2f} s "
-            f"({len(images) / seconds:.1f} img/s), mean loss {sum(losses) / len(losses):.4f}")
+    return (
+        f"{len(images)} images, {steps} steps of {batch}, {images.shape[-1]} px: {seconds:.2f} s "
+        f"({len(images) / seconds:.1f} img/s), mean loss {sum(losses) / len(losses):.4f}"
+    )
 
 
 # --------------------------------------------------------------------------- benchmark scripts
@@ -232,6 +241,7 @@ def plan(args: argparse.Namespace, device: torch.device) -> list[Step]:
     def exact() -> str:
         result, steps[1].detail = exactness_step(device, dry, data)
         return result
+
     steps.append(Step("exactness", True, "float32 vs float64 Gaussian distances on the device", exact))
 
     images: dict[str, torch.Tensor] = {}
@@ -241,7 +251,9 @@ def plan(args: argparse.Namespace, device: torch.device) -> list[Step]:
             if "x" not in images:
                 images["x"] = training_images(device, dry, data)
             return train_epoch(images["x"][:2] if dry else images["x"], amp, device, 2 if dry else TRAIN_BATCH)
+
         return run
+
     steps.append(Step("train epoch (AMP off)", True, "one registration epoch, bottle, 224 px, float32", epoch(False)))
     steps.append(Step("train epoch (AMP on)", True, "the same epoch under torch.autocast", epoch(True)))
 
@@ -249,14 +261,34 @@ def plan(args: argparse.Namespace, device: torch.device) -> list[Step]:
         def run() -> str:
             result, steps[index].detail = run_benchmark(module, ["--device", dev] + size + extra)
             return result
+
         return run
+
     tiny = ["--backbones", "mobilenet_v2", "--methods", "padim"] if dry else []
-    steps.append(Step("adaptation.py", True, "adaptation vs bound (k=8, 224 px, both backbones)",
-                      bench("adaptation", tiny + ([] if dry else ["--methods", "regad", "padim", "patchcore"]), 4)))
-    steps.append(Step("inference.py", True, "inference vs backbone forward (83 images, 224 px)",
-                      bench("inference", tiny + (["--test-images", "2"] if dry else []), 5)))
-    steps.append(Step("smoke batch", False, f"python -m fsad demo --device {dev}",
-                      lambda: smoke_batch(device, Path(args.out).parent / "gpu_check_smoke")))
+    steps.append(
+        Step(
+            "adaptation.py",
+            True,
+            "adaptation vs bound (k=8, 224 px, both backbones)",
+            bench("adaptation", tiny + ([] if dry else ["--methods", "regad", "padim", "patchcore"]), 4),
+        )
+    )
+    steps.append(
+        Step(
+            "inference.py",
+            True,
+            "inference vs backbone forward (83 images, 224 px)",
+            bench("inference", tiny + (["--test-images", "2"] if dry else []), 5),
+        )
+    )
+    steps.append(
+        Step(
+            "smoke batch",
+            False,
+            f"python -m fsad demo --device {dev}",
+            lambda: smoke_batch(device, Path(args.out).parent / "gpu_check_smoke"),
+        )
+    )
     return steps
 
 
@@ -288,15 +320,20 @@ def mib(value: int | None) -> str:
 
 
 def markdown(steps: list[Step], device: torch.device, dry: bool, started: str) -> str:
-    lines = [f"# GPU check {started}{' (dry run)' if dry else ''}", "",
-             f"`python benchmarks/gpu_check.py --device {device}{' --dry-run' if dry else ''}`", "",
-             "| step | what | status | wall s | peak allocated MiB | peak device MiB | result |",
-             "|---|---|---|---|---|---|---|"]
+    lines = [
+        f"# GPU check {started}{' (dry run)' if dry else ''}",
+        "",
+        f"`python benchmarks/gpu_check.py --device {device}{' --dry-run' if dry else ''}`",
+        "",
+        "| step | what | status | wall s | peak allocated MiB | peak device MiB | result |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for s in steps:
         secs = "-" if s.seconds is None else f"{s.seconds:.1f}"
         result = s.result.replace("|", "/").replace("\n", " ")
-        lines.append(f"| {s.name} | {s.plan} | {s.status} | {secs} | {mib(s.peak_allocated)} | "
-                     f"{mib(s.peak_device)} | {result} |")
+        lines.append(
+            f"| {s.name} | {s.plan} | {s.status} | {secs} | {mib(s.peak_allocated)} | {mib(s.peak_device)} | {result} |"
+        )
     for s in steps:
         if s.detail:
             lines += ["", f"## {s.name}", "", s.detail]
@@ -312,8 +349,11 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     device = torch.device(args.device)
     if device.type == "cuda" and not torch.cuda.is_available():
-        print("error: --device cuda but CUDA is not available here; run on the GPU machine, or "
-              "`--device cpu --dry-run` to check the plan", file=sys.stderr)
+        print(
+            "error: --device cuda but CUDA is not available here; run on the GPU machine, or "
+            "`--device cpu --dry-run` to check the plan",
+            file=sys.stderr,
+        )
         return 2
     started = dt.datetime.now(dt.timezone.utc)
     stamp = started.strftime("%Y-%m-%d")

@@ -23,6 +23,7 @@ Usage:
     python benchmarks/inference.py --image-size 96 --test-images 16
     python benchmarks/inference.py --device cuda
 """
+
 from __future__ import annotations
 
 import argparse
@@ -77,8 +78,15 @@ def run_backbone(backbone: str, args: argparse.Namespace, device: torch.device) 
             fwd = stats["forward"].seconds(clock)
             emb, sc = stats[f"{row}:embed"].seconds(clock), stats[f"{row}:score"].seconds(clock)
             low = getattr(stats[f"{row}:embed"], f"{clock}_min") + getattr(stats[f"{row}:score"], f"{clock}_min")
-            out[clock] = dict(forward=fwd, embed=emb, score=sc, inference=emb + sc, inference_min=low,
-                              ratio=fwd / (emb + sc), ips=args.test_images / (emb + sc))
+            out[clock] = dict(
+                forward=fwd,
+                embed=emb,
+                score=sc,
+                inference=emb + sc,
+                inference_min=low,
+                ratio=fwd / (emb + sc),
+                ips=args.test_images / (emb + sc),
+            )
         rows.append(out)
     return rows
 
@@ -91,28 +99,36 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--test-images", type=int, default=83)
     parser.add_argument("--repeats", type=int, default=3)
     parser.add_argument("--backbones", nargs="+", default=["resnet18", "mobilenet_v2"])
-    parser.add_argument("--methods", nargs="+", default=[r for r in METHOD_ROWS if r != "patchcore-A"],
-                        choices=METHOD_ROWS)
+    parser.add_argument(
+        "--methods", nargs="+", default=[r for r in METHOD_ROWS if r != "patchcore-A"], choices=METHOD_ROWS
+    )
     parser.add_argument("--threads", type=int, default=1, help="torch and BLAS intra-op threads (default 1)")
     args = parser.parse_args(argv)
     configure_threads(args.threads)
     device = resolve_device(args.device)
     clock = ratio_clock(device)
-    print(f"# Inference (embed + score + anomaly maps) vs backbone forward alone: {args.test_images} images, "
-          f"{args.image_size} px, fitted on k={args.k} (x22 views), device={device}, torch {torch.__version__}, "
-          f"threads={torch.get_num_threads()}, {args.repeats} interleaved repeats; seconds are medians (min in "
-          "brackets)")
+    print(
+        f"# Inference (embed + score + anomaly maps) vs backbone forward alone: {args.test_images} images, "
+        f"{args.image_size} px, fitted on k={args.k} (x22 views), device={device}, torch {torch.__version__}, "
+        f"threads={torch.get_num_threads()}, {args.repeats} interleaved repeats; seconds are medians (min in "
+        "brackets)"
+    )
     print(load_line("start"))
-    header = (f"{'backbone':<14}{'method':<18}{'fwd cpu s':>10}{'embed cpu':>10}{'score cpu':>10}"
-              f"{'infer cpu s':>17}{'ratio cpu':>10}{'infer wall s':>18}{'ratio wall':>11}")
+    header = (
+        f"{'backbone':<14}{'method':<18}{'fwd cpu s':>10}{'embed cpu':>10}{'score cpu':>10}"
+        f"{'infer cpu s':>17}{'ratio cpu':>10}{'infer wall s':>18}{'ratio wall':>11}"
+    )
     print(header)
     print("-" * len(header))
     for backbone in args.backbones:
         for r in run_backbone(backbone, args, device):
             c, w = r["cpu"], r["wall"]
-            print(f"{r['backbone']:<14}{r['method']:<18}{c['forward']:>10.2f}{c['embed']:>10.2f}{c['score']:>10.2f}"
-                  f"{c['inference']:>9.2f} ({c['inference_min']:5.2f}){c['ratio']:>10.2f}"
-                  f"{w['inference']:>10.2f} ({w['inference_min']:5.2f}){w['ratio']:>11.2f}", flush=True)
+            print(
+                f"{r['backbone']:<14}{r['method']:<18}{c['forward']:>10.2f}{c['embed']:>10.2f}{c['score']:>10.2f}"
+                f"{c['inference']:>9.2f} ({c['inference_min']:5.2f}){c['ratio']:>10.2f}"
+                f"{w['inference']:>10.2f} ({w['inference_min']:5.2f}){w['ratio']:>11.2f}",
+                flush=True,
+            )
         print(f"  ({backbone}: forward layout {r['layout']})")
     print(load_line("end"))
     print(f"\nratio = backbone-forward seconds / inference seconds (goal >= 0.85), quoted on {clock} time.")

@@ -12,6 +12,7 @@ Usage:
     python benchmarks/rcm_variants.py --device cpu --batch 8 --reps 5
     python benchmarks/rcm_variants.py --device cuda --reps 20 --json runs/rcm_variants.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,8 +27,15 @@ from fsad.costs import rcm_variant_costs  # noqa: E402  (the same function noteb
 from fsad.utils import atomic_write_json, environment_info, resolve_device  # noqa: E402
 
 
-def run(device_name: str = "auto", batch: int = 8, image_size: int = 224, reps: int = 5, warmup: int = 1,
-        seed: int = 0, backbone: str = "resnet18") -> dict:
+def run(
+    device_name: str = "auto",
+    batch: int = 8,
+    image_size: int = 224,
+    reps: int = 5,
+    warmup: int = 1,
+    seed: int = 0,
+    backbone: str = "resnet18",
+) -> dict:
     """Build every Table 7 variant, time ``forward`` (eval mode, no grad) and count parameters
     (:func:`fsad.costs.rcm_variant_costs`).
 
@@ -35,25 +43,30 @@ def run(device_name: str = "auto", batch: int = 8, image_size: int = 224, reps: 
         dict with ``config``, ``rows`` (one per variant: label, attention, dcn, params, trainable_params,
         median_s, min_s, times_s and ratios to the first row) and ``environment``.
     """
-    result = rcm_variant_costs(backbone=backbone, image_size=image_size, batch=batch, reps=reps, warmup=warmup,
-                               device=device_name, seed=seed)
+    result = rcm_variant_costs(
+        backbone=backbone, image_size=image_size, batch=batch, reps=reps, warmup=warmup, device=device_name, seed=seed
+    )
     result["environment"] = environment_info(resolve_device(device_name))
     return result
 
 
 def format_table(result: dict) -> str:
     cfg = result["config"]
-    lines = [f"RCM-FSAD variants: {cfg['backbone']}, {cfg['image_size']} px, batch {cfg['batch']}, {cfg['device']}, "
-             f"median/min of {cfg['reps']} forward passes (eval, no grad), random weights",
-             f"{'variant':<15} {'median ms':>10} {'×1st':>6} {'min ms':>9} {'×1st':>6} {'params':>12} {'+params':>10} "
-             f"{'params ×1st':>12} {'trainable':>11} {'train ×1st':>11}",
-             "(trainable = with the backbone frozen, as the kit trains by default)"]
+    lines = [
+        f"RCM-FSAD variants: {cfg['backbone']}, {cfg['image_size']} px, batch {cfg['batch']}, {cfg['device']}, "
+        f"median/min of {cfg['reps']} forward passes (eval, no grad), random weights",
+        f"{'variant':<15} {'median ms':>10} {'×1st':>6} {'min ms':>9} {'×1st':>6} {'params':>12} {'+params':>10} "
+        f"{'params ×1st':>12} {'trainable':>11} {'train ×1st':>11}",
+        "(trainable = with the backbone frozen, as the kit trains by default)",
+    ]
     for row in result["rows"]:
         tr = f"{row['trainable_ratio']:.4f}" if row["trainable_ratio"] is not None else "n/a"
-        lines.append(f"{row['label']:<15} {1e3 * row['median_s']:>10.1f} {row['time_ratio']:>6.3f} "
-                     f"{1e3 * row['min_s']:>9.1f} {row['min_time_ratio']:>6.3f} "
-                     f"{row['params']:>12,} {row['extra_params']:>10,} {row['params_ratio']:>12.5f} "
-                     f"{row['trainable_params']:>11,} {tr:>11}")
+        lines.append(
+            f"{row['label']:<15} {1e3 * row['median_s']:>10.1f} {row['time_ratio']:>6.3f} "
+            f"{1e3 * row['min_s']:>9.1f} {row['min_time_ratio']:>6.3f} "
+            f"{row['params']:>12,} {row['extra_params']:>10,} {row['params_ratio']:>12.5f} "
+            f"{row['trainable_params']:>11,} {tr:>11}"
+        )
     return "\n".join(lines)
 
 

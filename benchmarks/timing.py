@@ -14,6 +14,7 @@ oversubscription to inflate it either. So the benchmarks:
 * print the load average at the start and the end (:func:`load_line`), so a reader sees what the run shared
   the machine with.
 """
+
 from __future__ import annotations
 
 import os
@@ -90,8 +91,9 @@ class Stats:
         return self.cpu_median if clock == "cpu" else self.wall_median
 
 
-def interleaved(sides: dict[str, Callable[[], Any]], repeats: int,
-                device: torch.device | str = "cpu") -> dict[str, Stats]:
+def interleaved(
+    sides: dict[str, Callable[[], Any]], repeats: int, device: torch.device | str = "cpu"
+) -> dict[str, Stats]:
     """Run every side once per repeat, rotating the order each repeat; return each side's :class:`Stats`."""
     if repeats < 1:
         raise ValueError(f"repeats must be at least 1, got {repeats}")

@@ -15,6 +15,7 @@ Data loading is excluded from both (images are decoded once and cached in memory
 Usage (CPU, small):  python benchmarks/training_throughput.py --image-size 64 --batch-size 8
 GPU, paper size:     python benchmarks/training_throughput.py --device cuda --image-size 224 --batch-size 32
 """
+
 from __future__ import annotations
 
 import argparse
@@ -50,8 +51,19 @@ def _time_pair(fn_a, fn_b, device: torch.device, iters: int, warmup: int, repeat
     return statistics.median(samples[0]), statistics.median(samples[1])
 
 
-def measure(backbone: str, image_size: int, batch_size: int, stn_mode: str | None, pairing: str, k: int,
-            train_backbone: bool, device: torch.device, iters: int, warmup: int, repeats: int) -> dict:
+def measure(
+    backbone: str,
+    image_size: int,
+    batch_size: int,
+    stn_mode: str | None,
+    pairing: str,
+    k: int,
+    train_backbone: bool,
+    device: torch.device,
+    iters: int,
+    warmup: int,
+    repeats: int,
+) -> dict:
     partners = 1 if pairing == "pair" else k
     generator = torch.Generator().manual_seed(0)
     query = torch.randn(batch_size, 3, image_size, image_size, generator=generator).to(device)
@@ -60,8 +72,9 @@ def measure(backbone: str, image_size: int, batch_size: int, stn_mode: str | Non
     model = RegADModel(backbone=backbone, image_size=image_size, stn_mode=stn_mode, seed=0).to(device)
     model.freeze_backbone(not train_backbone)
     model.train()
-    optimizer = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=DEFAULT_LR,
-                                momentum=DEFAULT_MOMENTUM)
+    optimizer = torch.optim.SGD(
+        [p for p in model.parameters() if p.requires_grad], lr=DEFAULT_LR, momentum=DEFAULT_MOMENTUM
+    )
 
     def train_step() -> None:
         loss = registration_step_loss(model, query, others, pairing)
@@ -79,11 +92,20 @@ def measure(backbone: str, image_size: int, batch_size: int, stn_mode: str | Non
         sum(o.mean() for o in outputs).backward()
 
     step_s, backbone_s = _time_pair(train_step, backbone_step, device, iters, warmup, repeats)
-    return {"backbone": backbone, "image_size": image_size, "batch": batch_size, "stn": stn_mode or "none",
-            "pairing": pairing if pairing == "pair" else f"mean-of-{k}", "backbone_trained": train_backbone,
-            "images_per_step": len(images), "step_ms": 1e3 * step_s, "backbone_ms": 1e3 * backbone_s,
-            "pairs_per_s": batch_size / step_s, "backbone_pairs_per_s": batch_size / backbone_s,
-            "ratio": backbone_s / step_s}
+    return {
+        "backbone": backbone,
+        "image_size": image_size,
+        "batch": batch_size,
+        "stn": stn_mode or "none",
+        "pairing": pairing if pairing == "pair" else f"mean-of-{k}",
+        "backbone_trained": train_backbone,
+        "images_per_step": len(images),
+        "step_ms": 1e3 * step_s,
+        "backbone_ms": 1e3 * backbone_s,
+        "pairs_per_s": batch_size / step_s,
+        "backbone_pairs_per_s": batch_size / backbone_s,
+        "ratio": backbone_s / step_s,
+    }
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -106,20 +128,44 @@ def main(argv: list[str] | None = None) -> int:
     info = environment_info(device)
     print(f"device {info.get('cuda_device_name', device)}, torch {info['torch']}, threads {torch.get_num_threads()}")
 
-    configs = [("rotation_scale", "pair", False), (None, "pair", False), ("rotation_scale", "mean-of-k", False),
-               ("rotation_scale", "pair", True)]
-    rows = [measure(args.backbone, args.image_size, args.batch_size, stn, pairing, args.k, trained, device,
-                    args.iters, args.warmup, args.repeats) for stn, pairing, trained in configs]
-    header = (f"{'stn':<15} {'pairing':<10} {'backbone':<9} {'img/step':>8} {'step ms':>9} {'pairs/s':>9} "
-              f"{'bb fwd+bwd ms':>13} {'bb pairs/s':>10} {'ratio':>6}")
-    print(f"{args.backbone} {args.image_size}px, batch {args.batch_size} pairs; ratio = train-step pairs/s ÷ "
-          "backbone fwd+bwd pairs/s on the same images (goal ≥ 0.8)")
+    configs = [
+        ("rotation_scale", "pair", False),
+        (None, "pair", False),
+        ("rotation_scale", "mean-of-k", False),
+        ("rotation_scale", "pair", True),
+    ]
+    rows = [
+        measure(
+            args.backbone,
+            args.image_size,
+            args.batch_size,
+            stn,
+            pairing,
+            args.k,
+            trained,
+            device,
+            args.iters,
+            args.warmup,
+            args.repeats,
+        )
+        for stn, pairing, trained in configs
+    ]
+    header = (
+        f"{'stn':<15} {'pairing':<10} {'backbone':<9} {'img/step':>8} {'step ms':>9} {'pairs/s':>9} "
+        f"{'bb fwd+bwd ms':>13} {'bb pairs/s':>10} {'ratio':>6}"
+    )
+    print(
+        f"{args.backbone} {args.image_size}px, batch {args.batch_size} pairs; ratio = train-step pairs/s ÷ "
+        "backbone fwd+bwd pairs/s on the same images (goal ≥ 0.8)"
+    )
     print(header)
     print("-" * len(header))
     for r in rows:
-        print(f"{r['stn']:<15} {r['pairing']:<10} {'trained' if r['backbone_trained'] else 'frozen':<9} "
-              f"{r['images_per_step']:>8} {r['step_ms']:>9.1f} {r['pairs_per_s']:>9.1f} {r['backbone_ms']:>13.1f} "
-              f"{r['backbone_pairs_per_s']:>10.1f} {r['ratio']:>6.2f}")
+        print(
+            f"{r['stn']:<15} {r['pairing']:<10} {'trained' if r['backbone_trained'] else 'frozen':<9} "
+            f"{r['images_per_step']:>8} {r['step_ms']:>9.1f} {r['pairs_per_s']:>9.1f} {r['backbone_ms']:>13.1f} "
+            f"{r['backbone_pairs_per_s']:>10.1f} {r['ratio']:>6.2f}"
+        )
     return 0
 
 

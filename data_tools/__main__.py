@@ -12,6 +12,7 @@ Example:
     python -m data_tools verify --root data/synthetic --dataset synthetic
     python -m data_tools supports --root data/synthetic --dataset synthetic --out m.json
 """
+
 from __future__ import annotations
 
 import argparse
@@ -33,9 +34,12 @@ SUBCOMMANDS: tuple[tuple[str, str], ...] = (
 
 def _unavailable(name: str, module: str, error: BaseException):
     def func(args: argparse.Namespace) -> int:
-        print(f"error: `{name}` is unavailable because {module} failed to import: "
-              f"{type(error).__name__}: {error}", file=sys.stderr)
+        print(
+            f"error: `{name}` is unavailable because {module} failed to import: {type(error).__name__}: {error}",
+            file=sys.stderr,
+        )
         return 1
+
     return func
 
 
@@ -52,15 +56,15 @@ def build_parser() -> argparse.ArgumentParser:
     """
     parser = argparse.ArgumentParser(
         prog="python -m data_tools",
-        description="Datasets for fsad-kit: synthetic generator, verify, download, support-set manifests.")
+        description="Datasets for fsad-kit: synthetic generator, verify, download, support-set manifests.",
+    )
     subparsers = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
     for name, module_name in SUBCOMMANDS:
         try:
             module = importlib.import_module(module_name)
             module.register_cli(subparsers)
         except Exception as err:  # noqa: BLE001 - keep the other subcommands usable, report this one
-            stub = subparsers.add_parser(name, help=f"(unavailable: {module_name} failed to import)",
-                                         add_help=True)
+            stub = subparsers.add_parser(name, help=f"(unavailable: {module_name} failed to import)", add_help=True)
             stub.add_argument("rest", nargs=argparse.REMAINDER)
             stub.set_defaults(func=_unavailable(name, module_name, err))
     return parser

@@ -4,6 +4,7 @@ Leave-one-category-out training reads every category under a single root. The re
 come in separate folders (e.g. MVTec ``bottle``/``capsule`` at full size and ``screw`` at 256 px),
 so this builds a view that pools them without copying a byte.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -14,8 +15,12 @@ from typing import Sequence
 from data_tools.datasets import DatasetError, list_categories
 
 
-def combine_roots(roots: Sequence[str | os.PathLike], out: str | os.PathLike, dataset: str = "mvtec",
-                  categories: Sequence[str] | None = None) -> list[str]:
+def combine_roots(
+    roots: Sequence[str | os.PathLike],
+    out: str | os.PathLike,
+    dataset: str = "mvtec",
+    categories: Sequence[str] | None = None,
+) -> list[str]:
     """Create ``out/<category>`` symlinks to the categories found under ``roots``.
 
     Args:
@@ -37,14 +42,17 @@ def combine_roots(roots: Sequence[str | os.PathLike], out: str | os.PathLike, da
     for root in roots:
         for category in list_categories(root, dataset):
             if category in found:
-                raise DatasetError(f"Category {category!r} is in both {found[category].parent} and {root}; "
-                                   "pass --categories to choose, or combine fewer roots.")
+                raise DatasetError(
+                    f"Category {category!r} is in both {found[category].parent} and {root}; "
+                    "pass --categories to choose, or combine fewer roots."
+                )
             found[category] = Path(root).resolve() / category
     wanted = list(categories) if categories else sorted(found)
     missing = [c for c in wanted if c not in found]
     if missing:
-        raise DatasetError(f"Categories {missing} are not under any of {list(map(str, roots))}; "
-                           f"found: {sorted(found)}.")
+        raise DatasetError(
+            f"Categories {missing} are not under any of {list(map(str, roots))}; found: {sorted(found)}."
+        )
     for category in wanted:
         link = out / category
         if link.is_symlink() or link.exists():

@@ -21,6 +21,7 @@ Example:
     >>> item["image"].shape, item["mask"].shape, item["label"]
     (torch.Size([3, 64, 64]), torch.Size([1, 64, 64]), 0)
 """
+
 from __future__ import annotations
 
 import os
@@ -102,8 +103,7 @@ def _check_root(root: str | os.PathLike) -> Path:
 
 
 def _is_category_dir(path: Path) -> bool:
-    return path.is_dir() and not path.name.startswith(".") and any(
-        (path / split).is_dir() for split in SPLITS)
+    return path.is_dir() and not path.name.startswith(".") and any((path / split).is_dir() for split in SPLITS)
 
 
 def list_categories(root: str | os.PathLike, dataset: str = "mvtec") -> list[str]:
@@ -136,12 +136,14 @@ def list_categories(root: str | os.PathLike, dataset: str = "mvtec") -> list[str
         if any((root / split).is_dir() for split in SPLITS):
             raise DatasetError(
                 f"{root} looks like a single category folder (it holds train/ or test/); "
-                f"pass its parent {root.parent} as the dataset root.")
+                f"pass its parent {root.parent} as the dataset root."
+            )
         hint = "" if known is None else f" Valid {dataset} categories: {', '.join(known)}."
         extra = f" Folders found: {', '.join(found)}." if found else ""
         raise DatasetError(
             f"No {dataset} category folders under {root}: expected <root>/<category>/train/good "
-            f"and/or <root>/<category>/test/.{hint}{extra}")
+            f"and/or <root>/<category>/test/.{hint}{extra}"
+        )
     return categories
 
 
@@ -167,12 +169,13 @@ def check_category(root: str | os.PathLike, dataset: str, category: str) -> Path
     check_dataset_name(dataset)
     root = _check_root(root)
     if any((root / split).is_dir() for split in SPLITS):
-        raise DatasetError(f"--data-root {root} looks like a single category folder (it holds train/ or test/); "
-                           f"pass its parent {root.parent} as the dataset root.")
+        raise DatasetError(
+            f"--data-root {root} looks like a single category folder (it holds train/ or test/); "
+            f"pass its parent {root.parent} as the dataset root."
+        )
     known = KNOWN_CATEGORIES[dataset]
     if known is not None and category not in known:
-        raise DatasetError(
-            f"Unknown {dataset} category {category!r}. Valid categories: {', '.join(known)}.")
+        raise DatasetError(f"Unknown {dataset} category {category!r}. Valid categories: {', '.join(known)}.")
     path = root / category
     if not _is_category_dir(path):
         try:
@@ -181,7 +184,8 @@ def check_category(root: str | os.PathLike, dataset: str, category: str) -> Path
             present = "none"
         raise DatasetError(
             f"Category folder {path} is missing or holds neither train/ nor test/. "
-            f"Categories present under {root}: {present}.")
+            f"Categories present under {root}: {present}."
+        )
     return path
 
 
@@ -199,8 +203,9 @@ def image_files(folder: str | os.PathLike) -> list[Path]:
         209
     """
     folder = Path(folder)
-    return sorted(p for p in folder.iterdir()
-                  if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES)
+    return sorted(
+        p for p in folder.iterdir() if p.is_file() and not p.name.startswith(".") and p.suffix.lower() in IMAGE_SUFFIXES
+    )
 
 
 def mask_path_for(category_dir: str | os.PathLike, image_path: str | os.PathLike) -> Path:
@@ -250,7 +255,8 @@ def read_image(path: str | os.PathLike) -> Image.Image:
             image.close()
         raise DatasetError(
             f"Cannot read image {path}: {err}. The file is truncated or corrupt; "
-            f"re-download or re-extract it (python -m data_tools verify finds every such file).") from err
+            f"re-download or re-extract it (python -m data_tools verify finds every such file)."
+        ) from err
 
 
 def _check_size(size: int) -> int:
@@ -273,8 +279,10 @@ MASK_DEFECT_VALUES = (1, 255, 65535)
 def _sixteen_bit_to_l(image: Image.Image, path: str | os.PathLike | None) -> Image.Image:
     values = np.asarray(image).astype(np.int64)
     if values.size and (values.min() < 0 or values.max() > 65535):
-        raise ImageFormatError(f"Image {path} (PIL mode {image.mode}) holds values outside 0..65535 "
-                               f"({values.min()}..{values.max()}); save it as an 8-bit or 16-bit PNG.")
+        raise ImageFormatError(
+            f"Image {path} (PIL mode {image.mode}) holds values outside 0..65535 "
+            f"({values.min()}..{values.max()}); save it as an 8-bit or 16-bit PNG."
+        )
     # Rounding 65535 / 257 = 255 exactly; integer arithmetic keeps it exact for every value.
     return Image.fromarray(((values * 2 + 257) // 514).astype(np.uint8), "L")
 
@@ -293,9 +301,11 @@ def image_to_rgb(image: Image.Image, path: str | os.PathLike | None = None) -> I
     if image.mode in SIXTEEN_BIT_MODES:
         image = _sixteen_bit_to_l(image, path)
     elif image.mode not in RGB_CONVERTIBLE_MODES:
-        raise ImageFormatError(f"Image {path} has PIL mode {image.mode}, which the kit does not convert (supported: "
-                               f"8-bit grey/RGB/palette, with or without alpha, CMYK, YCbCr, 16-bit grey); "
-                               "save it as an 8-bit RGB or grey PNG.")
+        raise ImageFormatError(
+            f"Image {path} has PIL mode {image.mode}, which the kit does not convert (supported: "
+            f"8-bit grey/RGB/palette, with or without alpha, CMYK, YCbCr, 16-bit grey); "
+            "save it as an 8-bit RGB or grey PNG."
+        )
     if image.mode == "La":  # premultiplied alpha: PIL converts it via LA
         image = image.convert("LA")
     return image if image.mode == "RGB" else image.convert("RGB")
@@ -321,15 +331,19 @@ def mask_to_binary(mask: Image.Image, path: str | os.PathLike | None = None) -> 
     if mode in SIXTEEN_BIT_MODES:
         values = np.asarray(mask).astype(np.int64)
         if values.size and (values.min() < 0 or values.max() > 65535):
-            raise ImageFormatError(f"Mask {path} (PIL mode {mode}) holds values outside 0..65535; a mask holds only "
-                                   "0 and 255 (or 0 and 1).")
+            raise ImageFormatError(
+                f"Mask {path} (PIL mode {mode}) holds values outside 0..65535; a mask holds only "
+                "0 and 255 (or 0 and 1)."
+            )
     elif mode in ("L", "LA", "La"):
         values = np.asarray(mask.getchannel("L") if mode != "L" else mask)
     elif mode in RGB_CONVERTIBLE_MODES:
         rgb = np.asarray(mask.convert("RGB"))
         if not ((rgb[..., 0] == rgb[..., 1]).all() and (rgb[..., 1] == rgb[..., 2]).all()):
-            raise ImageFormatError(f"Mask {path} (PIL mode {mode}) has coloured pixels; a mask must be black (0) and "
-                                   "white (255). Save it as a 1-channel PNG.")
+            raise ImageFormatError(
+                f"Mask {path} (PIL mode {mode}) has coloured pixels; a mask must be black (0) and "
+                "white (255). Save it as a 1-channel PNG."
+            )
         values = rgb[..., 0]
     else:
         raise ImageFormatError(f"Mask {path} has PIL mode {mode}; a mask must be a 1-channel PNG holding 0 and 255.")
@@ -337,14 +351,17 @@ def mask_to_binary(mask: Image.Image, path: str | os.PathLike | None = None) -> 
     defect = [int(v) for v in present if v != 0]
     if len(defect) > 1 or (defect and defect[0] not in MASK_DEFECT_VALUES):
         shown = ", ".join(str(int(v)) for v in present[:6]) + (" ..." if len(present) > 6 else "")
-        raise ImageFormatError(f"Mask {path} is not binary: it holds {len(present)} distinct values ({shown}); a mask "
-                               "holds only 0 and 255 (or 0 and 1). Lossy compression (JPEG) causes this: re-export the "
-                               "mask as PNG, or threshold it at half range yourself.")
+        raise ImageFormatError(
+            f"Mask {path} is not binary: it holds {len(present)} distinct values ({shown}); a mask "
+            "holds only 0 and 255 (or 0 and 1). Lossy compression (JPEG) causes this: re-export the "
+            "mask as PNG, or threshold it at half range yourself."
+        )
     return values > 0
 
 
-def _image_to_tensor(image: Image.Image, image_size: int, normalize: bool,
-                     path: str | os.PathLike | None = None) -> torch.Tensor:
+def _image_to_tensor(
+    image: Image.Image, image_size: int, normalize: bool, path: str | os.PathLike | None = None
+) -> torch.Tensor:
     image = image_to_rgb(image, path)
     # PIL resize with antialias (torchvision forwards PIL input to Image.resize), like the
     # transforms.Resize used by the RegAD authors' loader.
@@ -405,8 +422,9 @@ def load_mask(path: str | os.PathLike, image_size: int) -> torch.Tensor:
     return _mask_to_tensor(read_image(path), _check_size(image_size), path)
 
 
-def load_supports(root: str | os.PathLike, category: str, files: Sequence[str], image_size: int,
-                  normalize: bool = True) -> torch.Tensor:
+def load_supports(
+    root: str | os.PathLike, category: str, files: Sequence[str], image_size: int, normalize: bool = True
+) -> torch.Tensor:
     """Load a support set listed by relative paths (as in a manifest) into one batch.
 
     Args:
@@ -434,8 +452,10 @@ def load_supports(root: str | os.PathLike, category: str, files: Sequence[str], 
     paths = [category_dir / f for f in files]
     missing = [str(p) for p in paths if not p.is_file()]
     if missing:
-        raise DatasetError(f"{len(missing)} support file(s) missing under {category_dir}: {', '.join(missing[:5])}"
-                           + (" ..." if len(missing) > 5 else ""))
+        raise DatasetError(
+            f"{len(missing)} support file(s) missing under {category_dir}: {', '.join(missing[:5])}"
+            + (" ..." if len(missing) > 5 else "")
+        )
     return torch.stack([load_image(p, image_size, normalize) for p in paths])
 
 
@@ -476,8 +496,16 @@ class AnomalyDataset(Dataset):
         (torch.Size([3, 64, 64]), torch.Size([1, 64, 64]))
     """
 
-    def __init__(self, root: str | os.PathLike, category: str, split: str = "test", image_size: int = 224,
-                 dataset: str = "mvtec", files: Sequence[str] | None = None, normalize: bool = True) -> None:
+    def __init__(
+        self,
+        root: str | os.PathLike,
+        category: str,
+        split: str = "test",
+        image_size: int = 224,
+        dataset: str = "mvtec",
+        files: Sequence[str] | None = None,
+        normalize: bool = True,
+    ) -> None:
         super().__init__()
         if split not in SPLITS:
             raise DatasetError(f"Unknown split {split!r}: expected one of {', '.join(SPLITS)}.")
@@ -510,8 +538,10 @@ class AnomalyDataset(Dataset):
         if missing:
             raise DatasetError(
                 f"{len(missing)} defect image(s) in {self.category_dir} have no ground-truth mask although "
-                f"{self.category_dir / 'ground_truth'} exists: " + "; ".join(missing[:5])
-                + (" ..." if len(missing) > 5 else ""))
+                f"{self.category_dir / 'ground_truth'} exists: "
+                + "; ".join(missing[:5])
+                + (" ..." if len(missing) > 5 else "")
+            )
 
     def _from_split(self) -> list[Path]:
         split_dir = self.category_dir / self.split
@@ -522,12 +552,15 @@ class AnomalyDataset(Dataset):
             if not folders[0].is_dir():
                 raise DatasetError(f"Folder {folders[0]} is missing: the train split holds normal images only.")
         else:
-            defects = sorted(p for p in split_dir.iterdir()
-                             if p.is_dir() and p.name != GOOD and not p.name.startswith("."))
+            defects = sorted(
+                p for p in split_dir.iterdir() if p.is_dir() and p.name != GOOD and not p.name.startswith(".")
+            )
             folders = ([split_dir / GOOD] if (split_dir / GOOD).is_dir() else []) + defects
         paths = [p for folder in folders for p in image_files(folder)]
         if not paths:
-            raise DatasetError(f"No images found in {split_dir} (looked in {', '.join(f.name for f in folders) or 'no subfolders'}).")
+            raise DatasetError(
+                f"No images found in {split_dir} (looked in {', '.join(f.name for f in folders) or 'no subfolders'})."
+            )
         return paths
 
     def _from_files(self, files: Sequence[str]) -> list[Path]:
@@ -536,8 +569,10 @@ class AnomalyDataset(Dataset):
         paths = [self.category_dir / f for f in files]
         missing = [str(p) for p in paths if not p.is_file()]
         if missing:
-            raise DatasetError(f"{len(missing)} listed file(s) missing: {', '.join(missing[:5])}"
-                               + (" ..." if len(missing) > 5 else ""))
+            raise DatasetError(
+                f"{len(missing)} listed file(s) missing: {', '.join(missing[:5])}"
+                + (" ..." if len(missing) > 5 else "")
+            )
         return paths
 
     def __len__(self) -> int:
@@ -554,7 +589,8 @@ class AnomalyDataset(Dataset):
             if mask_image.size != image.size:
                 raise DatasetError(
                     f"Mask {mask_path} is {mask_image.size[0]}x{mask_image.size[1]} but its image {path} is "
-                    f"{image.size[0]}x{image.size[1]}: a mask must have its image's size.")
+                    f"{image.size[0]}x{image.size[1]}: a mask must have its image's size."
+                )
             mask = _mask_to_tensor(mask_image, self.image_size, mask_path)
         return {
             "image": _image_to_tensor(image, self.image_size, self.normalize, path),
@@ -565,9 +601,11 @@ class AnomalyDataset(Dataset):
         }
 
     def __repr__(self) -> str:
-        return (f"AnomalyDataset(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, "
-                f"n={len(self)}, defects={sum(self.labels)}, image_size={self.image_size}, "
-                f"has_masks={self.has_masks})")
+        return (
+            f"AnomalyDataset(root={str(self.root)!r}, category={self.category!r}, split={self.split!r}, "
+            f"n={len(self)}, defects={sum(self.labels)}, image_size={self.image_size}, "
+            f"has_masks={self.has_masks})"
+        )
 
 
 def load_test_set(root: str | os.PathLike, category: str, image_size: int, dataset: str = "mvtec") -> dict[str, Any]:
@@ -586,12 +624,16 @@ def load_test_set(root: str | os.PathLike, category: str, image_size: int, datas
     labels = np.asarray(test_set.labels)
     if len(labels) == 0 or labels.min() == labels.max():
         only = "no" if len(labels) == 0 else ("only good" if labels.max() == 0 else "only defective")
-        raise DatasetError(f"{category}: the test split under {root} has {only} images, so AUROC is undefined. "
-                           "Evaluate a category with both good and defective test images.")
+        raise DatasetError(
+            f"{category}: the test split under {root} has {only} images, so AUROC is undefined. "
+            "Evaluate a category with both good and defective test images."
+        )
     items = [test_set[i] for i in range(len(test_set))]
     return {
         "images": torch.stack([item["image"] for item in items]),
         "masks": torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool),
-        "labels": labels, "has_masks": test_set.has_masks,
-        "defect_types": list(test_set.defect_types), "paths": list(test_set.paths),
+        "labels": labels,
+        "has_masks": test_set.has_masks,
+        "defect_types": list(test_set.defect_types),
+        "paths": list(test_set.paths),
     }

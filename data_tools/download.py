@@ -19,6 +19,7 @@ Example:
     >>> sha256_of(part)                                                         # doctest: +SKIP
     '9f86d0...'
 """
+
 from __future__ import annotations
 
 import argparse
@@ -47,8 +48,10 @@ from fsad.errors import FsadError
 #: The publisher's archive of all 15 categories. This is the link anomalib's MVTecAD datamodule
 #: uses (it tracks MVTec's share links; the older ``shares/38536/...1629952094`` link that many
 #: READMEs quote has been reported to answer 404). MVTec may move it: pass ``--url`` then.
-MVTEC_URL = ("https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/"
-             "download/420938113-1629960298/mvtec_anomaly_detection.tar.xz")
+MVTEC_URL = (
+    "https://www.mydrive.ch/shares/150996/b52ecdcbf521176e9db9c731f2304b27/"
+    "download/420938113-1629960298/mvtec_anomaly_detection.tar.xz"
+)
 MVTEC_ARCHIVE_NAME = "mvtec_anomaly_detection.tar.xz"
 #: SHA-256 of the official archive as recorded by anomalib and by several independent projects
 #: that downloaded it (all report 5,264,982,680 bytes). Not published by MVTec itself.
@@ -57,8 +60,10 @@ MVTEC_SIZE = 5_264_982_680
 MVTEC_PAGE = "https://www.mvtec.com/company/research/datasets/mvtec-ad"
 MPDD_PAGE = "https://github.com/stepanje/MPDD"
 #: The "Download link" on the MPDD README (a Brno University of Technology OneDrive folder).
-MPDD_SHARE = ("https://vutbr-my.sharepoint.com/:f:/g/personal/xjezek16_vutbr_cz/"
-              "EhHS_ufVigxDo3MC6Lweau0BVMuoCmhMZj6ddamiQ7-FnA?e=oHKCxI")
+MPDD_SHARE = (
+    "https://vutbr-my.sharepoint.com/:f:/g/personal/xjezek16_vutbr_cz/"
+    "EhHS_ufVigxDo3MC6Lweau0BVMuoCmhMZj6ddamiQ7-FnA?e=oHKCxI"
+)
 
 USER_AGENT = "fsad-kit-data_tools/1 (+python urllib)"
 DEFAULT_TIMEOUT_S = 60.0
@@ -93,13 +98,19 @@ def _content_range_start(value: str | None) -> int | None:
 
 
 # Errors that mean "the connection broke while reading": resume from where the file ends.
-_STREAM_ERRORS = (http.client.IncompleteRead, http.client.HTTPException, ConnectionError, TimeoutError,
-                  socket.timeout)
+_STREAM_ERRORS = (http.client.IncompleteRead, http.client.HTTPException, ConnectionError, TimeoutError, socket.timeout)
 
 
-def fetch(url: str, part_path: str | os.PathLike, *, timeout: float = DEFAULT_TIMEOUT_S,
-          chunk_size: int = DEFAULT_CHUNK, max_failures: int = 5, retry_wait_s: float = 2.0,
-          progress: bool | None = None) -> Path:
+def fetch(
+    url: str,
+    part_path: str | os.PathLike,
+    *,
+    timeout: float = DEFAULT_TIMEOUT_S,
+    chunk_size: int = DEFAULT_CHUNK,
+    max_failures: int = 5,
+    retry_wait_s: float = 2.0,
+    progress: bool | None = None,
+) -> Path:
     """Stream ``url`` into ``part_path``, resuming from the bytes already there (HTTP Range).
 
     A broken connection is resumed up to ``max_failures`` times in a row without progress
@@ -159,20 +170,35 @@ def fetch(url: str, part_path: str | os.PathLike, *, timeout: float = DEFAULT_TI
             if status == 206:
                 start = _content_range_start(response.headers.get("Content-Range"))
                 if start != offset:
-                    raise DownloadError(f"the server answered a resume from byte {offset} with "
-                                        f"Content-Range {response.headers.get('Content-Range')!r}; delete {part} and retry")
+                    raise DownloadError(
+                        f"the server answered a resume from byte {offset} with "
+                        f"Content-Range {response.headers.get('Content-Range')!r}; delete {part} and retry"
+                    )
                 mode = "ab"
             else:
                 if offset:
-                    print(f"note: {urllib.parse.urlsplit(url).netloc} ignored the resume request; "
-                          "downloading from the start", file=sys.stderr)
+                    print(
+                        f"note: {urllib.parse.urlsplit(url).netloc} ignored the resume request; "
+                        "downloading from the start",
+                        file=sys.stderr,
+                    )
                 offset, mode = 0, "wb"
             length = response.headers.get("Content-Length")
             total = offset + int(length) if length and length.isdigit() else None
             received = 0
-            with open(part, mode) as sink, tqdm(total=total, initial=offset, unit="B", unit_scale=True,
-                                                  unit_divisor=1024, desc=part.name, leave=False,
-                                                  disable=None if progress is None else not progress) as bar:
+            with (
+                open(part, mode) as sink,
+                tqdm(
+                    total=total,
+                    initial=offset,
+                    unit="B",
+                    unit_scale=True,
+                    unit_divisor=1024,
+                    desc=part.name,
+                    leave=False,
+                    disable=None if progress is None else not progress,
+                ) as bar,
+            ):
                 try:
                     while True:
                         block = response.read(chunk_size)
@@ -192,8 +218,10 @@ def fetch(url: str, part_path: str | os.PathLike, *, timeout: float = DEFAULT_TI
         # returns b"" rather than raising). Resume; only attempts without progress count.
         failures = failures + 1 if received == 0 else 0
         last_error = f"connection closed after {size} of {total} bytes"
-    raise DownloadError(f"download of {url} kept failing ({max_failures} attempts without progress); "
-                        f"last error: {last_error}. The partial file {part} is kept: rerun to resume.")
+    raise DownloadError(
+        f"download of {url} kept failing ({max_failures} attempts without progress); "
+        f"last error: {last_error}. The partial file {part} is kept: rerun to resume."
+    )
 
 
 def _unwrap(folder: Path) -> Path:
@@ -243,8 +271,15 @@ def extract_archive(archive: str | os.PathLike, dest: str | os.PathLike) -> list
         shutil.rmtree(tmp, ignore_errors=True)
 
 
-def download_and_extract(url: str, to: str | os.PathLike, archive_name: str, sha256: str | None, *,
-                         keep_archive: bool = False, **fetch_kwargs) -> list[Path]:
+def download_and_extract(
+    url: str,
+    to: str | os.PathLike,
+    archive_name: str,
+    sha256: str | None,
+    *,
+    keep_archive: bool = False,
+    **fetch_kwargs,
+) -> list[Path]:
     """Fetch (or reuse ``to/archive_name`` placed by hand), check SHA-256, extract into ``to``.
 
     Args:
@@ -277,8 +312,10 @@ def download_and_extract(url: str, to: str | os.PathLike, archive_name: str, sha
             if downloaded:
                 source.unlink()
             what = "deleted it" if downloaded else "left it in place; delete or replace it"
-            raise ChecksumError(f"SHA-256 mismatch for {source}: got {digest}, expected {sha256.lower()}; "
-                                f"{what}. Nothing was extracted.")
+            raise ChecksumError(
+                f"SHA-256 mismatch for {source}: got {digest}, expected {sha256.lower()}; "
+                f"{what}. Nothing was extracted."
+            )
     moved = extract_archive(source, to)
     if downloaded:
         if keep_archive:
@@ -292,26 +329,38 @@ def _run_verify(root: Path, dataset: str) -> int:
     try:  # lazy: verify pulls in torch via data_tools.datasets
         from data_tools.verify import run_verify
     except ImportError as exc:  # pragma: no cover - only when verify.py is broken
-        print(f"warning: could not import data_tools.verify ({exc}); run "
-              f"`python -m data_tools verify --root {root} --dataset {dataset}` yourself.", file=sys.stderr)
+        print(
+            f"warning: could not import data_tools.verify ({exc}); run "
+            f"`python -m data_tools verify --root {root} --dataset {dataset}` yourself.",
+            file=sys.stderr,
+        )
         return 0
     return run_verify(root, dataset, require_splits=("train", "test"))
 
 
 def _mvtec_manual_route(to: Path) -> str:
-    return (f"Manual route:\n"
-            f"  1. In a browser open {MVTEC_PAGE}, accept the licence (CC BY-NC-SA 4.0, non-commercial) and\n"
-            f"     download {MVTEC_ARCHIVE_NAME} ({MVTEC_SIZE:,} bytes, SHA-256 {MVTEC_SHA256}).\n"
-            f"  2. Put it at {to / MVTEC_ARCHIVE_NAME} and rerun this command: it checks the hash and extracts\n"
-            f"     without downloading (a partial {to / (MVTEC_ARCHIVE_NAME + '.part')} is resumed instead).\n"
-            f"  3. Or extract it yourself so that {to / 'bottle' / 'train' / 'good'} exists, then run\n"
-            f"     python -m data_tools verify --root {to} --dataset mvtec --require-splits train test\n"
-            f"  If the publisher moved the file, pass --url NEW_URL (anomalib's MVTecAD datamodule tracks the "
-            f"current link).")
+    return (
+        f"Manual route:\n"
+        f"  1. In a browser open {MVTEC_PAGE}, accept the licence (CC BY-NC-SA 4.0, non-commercial) and\n"
+        f"     download {MVTEC_ARCHIVE_NAME} ({MVTEC_SIZE:,} bytes, SHA-256 {MVTEC_SHA256}).\n"
+        f"  2. Put it at {to / MVTEC_ARCHIVE_NAME} and rerun this command: it checks the hash and extracts\n"
+        f"     without downloading (a partial {to / (MVTEC_ARCHIVE_NAME + '.part')} is resumed instead).\n"
+        f"  3. Or extract it yourself so that {to / 'bottle' / 'train' / 'good'} exists, then run\n"
+        f"     python -m data_tools verify --root {to} --dataset mvtec --require-splits train test\n"
+        f"  If the publisher moved the file, pass --url NEW_URL (anomalib's MVTecAD datamodule tracks the "
+        f"current link)."
+    )
 
 
-def download_mvtec(to: str | os.PathLike, url: str = MVTEC_URL, sha256: str | None = MVTEC_SHA256, *,
-                   skip_hash: bool = False, keep_archive: bool = False, **fetch_kwargs) -> int:
+def download_mvtec(
+    to: str | os.PathLike,
+    url: str = MVTEC_URL,
+    sha256: str | None = MVTEC_SHA256,
+    *,
+    skip_hash: bool = False,
+    keep_archive: bool = False,
+    **fetch_kwargs,
+) -> int:
     """Download, check, extract and verify MVTec AD into ``to``; returns the CLI exit status.
 
     Returns:
@@ -324,13 +373,19 @@ def download_mvtec(to: str | os.PathLike, url: str = MVTEC_URL, sha256: str | No
         return _run_verify(to, "mvtec")
     if skip_hash:
         sha256 = None
-        print("WARNING: --insecure-skip-hash: the archive's SHA-256 will NOT be checked; a truncated or "
-              "tampered file would be extracted as is.", file=sys.stderr)
+        print(
+            "WARNING: --insecure-skip-hash: the archive's SHA-256 will NOT be checked; a truncated or "
+            "tampered file would be extracted as is.",
+            file=sys.stderr,
+        )
     try:
         download_and_extract(url, to, MVTEC_ARCHIVE_NAME, sha256, keep_archive=keep_archive, **fetch_kwargs)
     except ChecksumError as exc:
-        print(f"error: {exc}\nThe file at {url} is not the expected MVTec AD archive (corrupt transfer, a login "
-              f"page, or a changed release).\n{_mvtec_manual_route(to)}", file=sys.stderr)
+        print(
+            f"error: {exc}\nThe file at {url} is not the expected MVTec AD archive (corrupt transfer, a login "
+            f"page, or a changed release).\n{_mvtec_manual_route(to)}",
+            file=sys.stderr,
+        )
         return 2
     except DownloadError as exc:
         print(f"error: could not download MVTec AD: {exc}\n{_mvtec_manual_route(to)}", file=sys.stderr)
@@ -343,19 +398,21 @@ def mpdd_instructions(to: str | os.PathLike) -> str:
     """The manual MPDD steps, with ``to`` filled in."""
     to = Path(to).expanduser()
     first = MPDD_CATEGORIES[0]
-    return (f"MPDD has no direct archive to download; get it by hand:\n"
-            f"  1. Open {MPDD_PAGE} and follow its 'Download link' (a Brno University of Technology\n"
-            f"     OneDrive folder): {MPDD_SHARE}\n"
-            f"  2. Download the dataset and unpack it so that {to} holds one folder per category\n"
-            f"     ({', '.join(MPDD_CATEGORIES)}) in MVTec's layout:\n"
-            f"       {to / first / 'train' / 'good' / '000.png'} ...\n"
-            f"       {to / first / 'test' / 'good'}/ and {to / first / 'test' / '<defect>' / '000.png'}\n"
-            f"       {to / first / 'ground_truth' / '<defect>' / '000_mask.png'}\n"
-            f"     If the unpacked folder wraps the categories in an extra folder (e.g. MPDD/), move the\n"
-            f"     category folders up into {to}.\n"
-            f"  3. Licence: CC BY-NC-SA 4.0 (non-commercial); cite Jezek et al., ICUMT 2021.\n"
-            f"  4. Rerun: python -m data_tools download --dataset mpdd --to {to}\n"
-            f"     (or: python -m data_tools verify --root {to} --dataset mpdd --require-splits train test)")
+    return (
+        f"MPDD has no direct archive to download; get it by hand:\n"
+        f"  1. Open {MPDD_PAGE} and follow its 'Download link' (a Brno University of Technology\n"
+        f"     OneDrive folder): {MPDD_SHARE}\n"
+        f"  2. Download the dataset and unpack it so that {to} holds one folder per category\n"
+        f"     ({', '.join(MPDD_CATEGORIES)}) in MVTec's layout:\n"
+        f"       {to / first / 'train' / 'good' / '000.png'} ...\n"
+        f"       {to / first / 'test' / 'good'}/ and {to / first / 'test' / '<defect>' / '000.png'}\n"
+        f"       {to / first / 'ground_truth' / '<defect>' / '000_mask.png'}\n"
+        f"     If the unpacked folder wraps the categories in an extra folder (e.g. MPDD/), move the\n"
+        f"     category folders up into {to}.\n"
+        f"  3. Licence: CC BY-NC-SA 4.0 (non-commercial); cite Jezek et al., ICUMT 2021.\n"
+        f"  4. Rerun: python -m data_tools download --dataset mpdd --to {to}\n"
+        f"     (or: python -m data_tools verify --root {to} --dataset mpdd --require-splits train test)"
+    )
 
 
 def download_mpdd(to: str | os.PathLike) -> int:
@@ -376,14 +433,23 @@ def _cli(args: argparse.Namespace) -> int:
         if args.url:
             name = Path(urllib.parse.urlsplit(args.url).path).name or "mpdd_archive.tar"
             if not args.sha256 and not args.insecure_skip_hash:
-                print("error: MPDD has no published checksum: pass --sha256 HEX for the archive at --url, "
-                      "or --insecure-skip-hash to extract it unchecked.", file=sys.stderr)
+                print(
+                    "error: MPDD has no published checksum: pass --sha256 HEX for the archive at --url, "
+                    "or --insecure-skip-hash to extract it unchecked.",
+                    file=sys.stderr,
+                )
                 return 2
             if args.insecure_skip_hash:
                 print("WARNING: --insecure-skip-hash: the archive's SHA-256 will NOT be checked.", file=sys.stderr)
             try:
-                download_and_extract(args.url, args.to, name, None if args.insecure_skip_hash else args.sha256,
-                                     keep_archive=args.keep_archive, **fetch_kwargs)
+                download_and_extract(
+                    args.url,
+                    args.to,
+                    name,
+                    None if args.insecure_skip_hash else args.sha256,
+                    keep_archive=args.keep_archive,
+                    **fetch_kwargs,
+                )
             except DownloadError as exc:
                 print(f"error: {exc}\n{mpdd_instructions(args.to)}", file=sys.stderr)
                 return 2
@@ -393,23 +459,33 @@ def _cli(args: argparse.Namespace) -> int:
     if not re.fullmatch(r"[0-9a-fA-F]{64}", sha):
         print(f"error: --sha256 must be 64 hex digits (got {sha!r}).", file=sys.stderr)
         return 2
-    return download_mvtec(args.to, args.url or MVTEC_URL, sha, skip_hash=args.insecure_skip_hash,
-                          keep_archive=args.keep_archive, **fetch_kwargs)
+    return download_mvtec(
+        args.to,
+        args.url or MVTEC_URL,
+        sha,
+        skip_hash=args.insecure_skip_hash,
+        keep_archive=args.keep_archive,
+        **fetch_kwargs,
+    )
 
 
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``download`` sub-command to ``python -m data_tools``."""
     parser = subparsers.add_parser(
-        "download", help="download + verify MVTec AD (resumable), or print the MPDD steps",
+        "download",
+        help="download + verify MVTec AD (resumable), or print the MPDD steps",
         description="MVTec AD: stream the publisher's archive with resume, check SHA-256, extract safely, verify. "
-                    "MPDD: print the manual download steps, then verify what is at --to. Exit 2 on any problem.")
+        "MPDD: print the manual download steps, then verify what is at --to. Exit 2 on any problem.",
+    )
     parser.add_argument("--dataset", choices=("mvtec", "mpdd"), required=True)
     parser.add_argument("--to", type=Path, required=True, help="destination folder (the dataset root)")
     parser.add_argument("--url", default=None, help=f"archive URL (mvtec default: {MVTEC_URL})")
-    parser.add_argument("--sha256", default=None,
-                        help="expected SHA-256 of the archive (mvtec default: the official archive's)")
-    parser.add_argument("--insecure-skip-hash", action="store_true",
-                        help="do not check the archive's SHA-256 (loud warning)")
+    parser.add_argument(
+        "--sha256", default=None, help="expected SHA-256 of the archive (mvtec default: the official archive's)"
+    )
+    parser.add_argument(
+        "--insecure-skip-hash", action="store_true", help="do not check the archive's SHA-256 (loud warning)"
+    )
     parser.add_argument("--keep-archive", action="store_true", help="keep the verified archive in --to")
     parser.add_argument("--timeout", type=float, default=DEFAULT_TIMEOUT_S, help="socket timeout in seconds")
     parser.set_defaults(func=_cli)

@@ -21,6 +21,7 @@ Example:
     >>> support_files(m, "bottle", 2, 0)        # doctest: +SKIP
     ['train/good/....png', 'train/good/....png']
 """
+
 from __future__ import annotations
 
 import argparse
@@ -53,9 +54,11 @@ __all__ = [
 ]
 
 MANIFEST_VERSION = 1
-GENERATOR = ("data_tools.manifests v1: files = sorted train/good file names (relative to the category); "
-             "for each (category, k): rng = numpy.random.default_rng([seed, zlib.crc32(category), k]); "
-             "run r = sorted(rng.choice(n, k, replace=False)) drawn r-th; k > n skipped")
+GENERATOR = (
+    "data_tools.manifests v1: files = sorted train/good file names (relative to the category); "
+    "for each (category, k): rng = numpy.random.default_rng([seed, zlib.crc32(category), k]); "
+    "run r = sorted(rng.choice(n, k, replace=False)) drawn r-th; k > n skipped"
+)
 #: Folder of the committed manifests.
 MANIFEST_DIR = Path(__file__).resolve().parent / "manifests"
 _DEFAULT_FILES = {"mvtec": "mvtec_ad.json", "mpdd": "mpdd.json", "synthetic": "synthetic.json"}
@@ -130,9 +133,15 @@ def _root_train_files(root: Path, dataset: str, category: str) -> list[str]:
     return files
 
 
-def make_manifest(counts: Mapping[str, int] | None = None, root: str | os.PathLike | None = None,
-                  dataset: str = "mvtec", ks: Iterable[int] = DEFAULT_KS, runs: int = DEFAULT_RUNS,
-                  seed: int = 0, categories: Sequence[str] | None = None) -> dict[str, Any]:
+def make_manifest(
+    counts: Mapping[str, int] | None = None,
+    root: str | os.PathLike | None = None,
+    dataset: str = "mvtec",
+    ks: Iterable[int] = DEFAULT_KS,
+    runs: int = DEFAULT_RUNS,
+    seed: int = 0,
+    categories: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """Build a support-set manifest from official file counts or from a dataset root.
 
     Args:
@@ -213,6 +222,7 @@ def manifest_to_json(manifest: Mapping[str, Any]) -> str:
         >>> manifest_to_json({"b": [["x", "y"]], "a": 1})
         '{\\n "a": 1,\\n "b": [\\n  ["x", "y"]\\n ]\\n}\\n'
     """
+
     def dump(value: Any, depth: int) -> str:
         pad, inner = " " * depth, " " * (depth + 1)
         if isinstance(value, Mapping):
@@ -254,8 +264,10 @@ def _validate(manifest: Any, where: str) -> None:
         raise DatasetError(f"Manifest {where} is not a JSON object.")
     version = manifest.get("version")
     if version != MANIFEST_VERSION:
-        raise DatasetError(f"Manifest {where} has version {version!r}; this kit reads version {MANIFEST_VERSION}. "
-                           "Regenerate it with `python -m data_tools supports ...`.")
+        raise DatasetError(
+            f"Manifest {where} has version {version!r}; this kit reads version {MANIFEST_VERSION}. "
+            "Regenerate it with `python -m data_tools supports ...`."
+        )
     missing = [key for key in ("dataset", "seed", "runs", "categories") if key not in manifest]
     if missing:
         raise DatasetError(f"Manifest {where} lacks the key(s) {missing}.")
@@ -282,8 +294,10 @@ def load_manifest(path: str | os.PathLike) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise DatasetError(f"Manifest file {path} does not exist. Create one with "
-                           "`python -m data_tools supports --root DIR --dataset D --out FILE`.")
+        raise DatasetError(
+            f"Manifest file {path} does not exist. Create one with "
+            "`python -m data_tools supports --root DIR --dataset D --out FILE`."
+        )
     try:
         manifest = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as err:
@@ -326,15 +340,20 @@ def support_files(manifest: Mapping[str, Any], category: str, k: int, run: int) 
     """
     categories = manifest["categories"]
     if category not in categories:
-        raise DatasetError(f"Category {category!r} is not in this {manifest.get('dataset')} manifest; "
-                           f"it has: {', '.join(sorted(categories))}.")
+        raise DatasetError(
+            f"Category {category!r} is not in this {manifest.get('dataset')} manifest; "
+            f"it has: {', '.join(sorted(categories))}."
+        )
     entry = categories[category]
     key = str(k)
     if key not in entry["supports"]:
         reason = entry.get("skipped", {}).get(key)
         available = ", ".join(sorted(entry["supports"], key=int)) or "none"
-        why = (f"it was skipped: {reason}, so a {k}-shot run is impossible for {category!r}"
-               if reason else "it was not generated")
+        why = (
+            f"it was skipped: {reason}, so a {k}-shot run is impossible for {category!r}"
+            if reason
+            else "it was not generated"
+        )
         raise DatasetError(f"k={k} has no support sets for {category!r} ({why}). Available k: {available}.")
     sets = entry["supports"][key]
     if isinstance(run, bool) or not isinstance(run, (int, np.integer)) or not 0 <= run < len(sets):
@@ -342,8 +361,9 @@ def support_files(manifest: Mapping[str, Any], category: str, k: int, run: int) 
     return list(sets[run])
 
 
-def check_manifest_files(manifest: Mapping[str, Any], root: str | os.PathLike,
-                         categories: Sequence[str] | None = None) -> int:
+def check_manifest_files(
+    manifest: Mapping[str, Any], root: str | os.PathLike, categories: Sequence[str] | None = None
+) -> int:
     """Check that every support file of the manifest exists under ``root``.
 
     Args:
@@ -371,8 +391,9 @@ def check_manifest_files(manifest: Mapping[str, Any], root: str | os.PathLike,
     problems: list[str] = []
     for category in names:
         if category not in manifest["categories"]:
-            raise DatasetError(f"Category {category!r} is not in this manifest; it has: "
-                               f"{', '.join(sorted(manifest['categories']))}.")
+            raise DatasetError(
+                f"Category {category!r} is not in this manifest; it has: {', '.join(sorted(manifest['categories']))}."
+            )
         entry = manifest["categories"][category]
         category_dir = root / category
         if not category_dir.is_dir():
@@ -383,18 +404,29 @@ def check_manifest_files(manifest: Mapping[str, Any], root: str | os.PathLike,
         missing = [f for f in files if not (category_dir / f).is_file()]
         if missing:
             shown = ", ".join(str(category_dir / f) for f in missing[:10])
-            problems.append(f"{len(missing)} of {len(files)} support files missing for {category!r} "
-                            f"(the manifest expects {entry['n_train_good']} train/good images): {shown}"
-                            + (" ..." if len(missing) > 10 else ""))
+            problems.append(
+                f"{len(missing)} of {len(files)} support files missing for {category!r} "
+                f"(the manifest expects {entry['n_train_good']} train/good images): {shown}"
+                + (" ..." if len(missing) > 10 else "")
+            )
     if problems:
-        raise DatasetError(f"The manifest does not match the data under {root}: " + "; ".join(problems)
-                           + ". Use the manifest made for this data, or build one from it with "
-                           "`python -m data_tools supports --root ROOT ...` (manifest_for does this).")
+        raise DatasetError(
+            f"The manifest does not match the data under {root}: "
+            + "; ".join(problems)
+            + ". Use the manifest made for this data, or build one from it with "
+            "`python -m data_tools supports --root ROOT ...` (manifest_for does this)."
+        )
     return checked
 
 
-def manifest_for(root: str | os.PathLike, dataset: str, ks: Iterable[int] = DEFAULT_KS, runs: int = DEFAULT_RUNS,
-                 seed: int = 0, categories: Sequence[str] | None = None) -> dict[str, Any]:
+def manifest_for(
+    root: str | os.PathLike,
+    dataset: str,
+    ks: Iterable[int] = DEFAULT_KS,
+    runs: int = DEFAULT_RUNS,
+    seed: int = 0,
+    categories: Sequence[str] | None = None,
+) -> dict[str, Any]:
     """The support sets to use for the data under ``root``: the published ones where they fit.
 
     For each category with ``train/good`` images under ``root``: if the committed manifest
@@ -449,17 +481,25 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         python -m data_tools supports --root data/synthetic --dataset synthetic --k 1 2 4 8 --out m.json
     """
     parser = subparsers.add_parser(
-        "supports", help="write a seeded support-set manifest (train/good files per category, k and run)",
+        "supports",
+        help="write a seeded support-set manifest (train/good files per category, k and run)",
         description="Draw few-shot support sets from each category's sorted train/good files with a seeded "
-                    "RNG and write them as JSON. Same counts/files + seed -> byte-identical file.")
+        "RNG and write them as JSON. Same counts/files + seed -> byte-identical file.",
+    )
     source = parser.add_mutually_exclusive_group(required=True)
     source.add_argument("--root", type=Path, help="dataset root holding <category>/train/good/")
-    source.add_argument("--counts-from", choices=sorted(COUNT_SOURCES),
-                        help="use official file counts instead of a folder (mvtec-official: MVTec AD's 15 categories)")
-    parser.add_argument("--dataset", choices=("mvtec", "mpdd", "synthetic"),
-                        help="dataset family (required with --root)")
+    source.add_argument(
+        "--counts-from",
+        choices=sorted(COUNT_SOURCES),
+        help="use official file counts instead of a folder (mvtec-official: MVTec AD's 15 categories)",
+    )
+    parser.add_argument(
+        "--dataset", choices=("mvtec", "mpdd", "synthetic"), help="dataset family (required with --root)"
+    )
     parser.add_argument("--categories", nargs="+", help="only these categories (default: all)")
-    parser.add_argument("--k", nargs="+", type=int, default=list(DEFAULT_KS), help="support sizes (default: 1 2 4 8 16 32)")
+    parser.add_argument(
+        "--k", nargs="+", type=int, default=list(DEFAULT_KS), help="support sizes (default: 1 2 4 8 16 32)"
+    )
     parser.add_argument("--runs", type=int, default=DEFAULT_RUNS, help="support sets per category and k (default: 10)")
     parser.add_argument("--seed", type=int, default=0, help="base seed (default: 0)")
     parser.add_argument("--out", type=Path, required=True, help="output JSON file")
@@ -474,17 +514,23 @@ def _cli(args: argparse.Namespace) -> int:
     if args.counts_from is not None:
         dataset, counts = COUNT_SOURCES[args.counts_from]
         if args.dataset not in (None, dataset):
-            raise DatasetError(f"--counts-from {args.counts_from} gives {dataset} counts; drop --dataset {args.dataset}.")
-        manifest = make_manifest(counts=counts, dataset=dataset, ks=args.k, runs=args.runs, seed=args.seed,
-                                 categories=args.categories)
+            raise DatasetError(
+                f"--counts-from {args.counts_from} gives {dataset} counts; drop --dataset {args.dataset}."
+            )
+        manifest = make_manifest(
+            counts=counts, dataset=dataset, ks=args.k, runs=args.runs, seed=args.seed, categories=args.categories
+        )
     else:
         if args.dataset is None:
             raise DatasetError("--dataset is required with --root (mvtec, mpdd or synthetic).")
-        manifest = make_manifest(root=args.root, dataset=args.dataset, ks=args.k, runs=args.runs, seed=args.seed,
-                                 categories=args.categories)
+        manifest = make_manifest(
+            root=args.root, dataset=args.dataset, ks=args.k, runs=args.runs, seed=args.seed, categories=args.categories
+        )
     save_manifest(manifest, args.out)
     for category, entry in manifest["categories"].items():
         skipped = f"  skipped k: {', '.join(entry['skipped'])}" if entry["skipped"] else ""
         print(f"{category:<16} n={entry['n_train_good']:<5} k: {', '.join(entry['supports']) or '-'}{skipped}")
-    print(f"wrote {args.out} ({len(manifest['categories'])} categories, {manifest['runs']} runs, seed {manifest['seed']})")
+    print(
+        f"wrote {args.out} ({len(manifest['categories'])} categories, {manifest['runs']} runs, seed {manifest['seed']})"
+    )
     return 0

@@ -36,6 +36,7 @@ Example:
     >>> image.shape, image.dtype, mask.shape, mask.dtype
     ((64, 64, 3), dtype('uint8'), (64, 64), dtype('bool'))
 """
+
 from __future__ import annotations
 
 import argparse
@@ -105,13 +106,14 @@ def _smooth_noise(rng: np.random.Generator, size: int, cells: int | tuple[int, i
     return np.asarray(field, dtype=np.float32) * 0.7
 
 
-def _fbm(rng: np.random.Generator, size: int, base_cells: int = 3, octaves: int = 4,
-         persistence: float = 0.5) -> np.ndarray:
+def _fbm(
+    rng: np.random.Generator, size: int, base_cells: int = 3, octaves: int = 4, persistence: float = 0.5
+) -> np.ndarray:
     """Fractal (multi-octave) smooth noise, roughly zero-mean with std ~0.5."""
     total = np.zeros((size, size), np.float32)
     amp = 1.0
     for octave in range(octaves):
-        cells = min(base_cells * 2 ** octave, size)
+        cells = min(base_cells * 2**octave, size)
         total += amp * _smooth_noise(rng, size, cells)
         amp *= persistence
     return total
@@ -123,8 +125,9 @@ def _grid(size: int) -> tuple[np.ndarray, np.ndarray]:
     return np.meshgrid(coords, coords)
 
 
-def _blob_polygon(rng: np.random.Generator, cx: float, cy: float, radius: float,
-                  roughness: float = 0.25, n_points: int = 56) -> list[tuple[float, float]]:
+def _blob_polygon(
+    rng: np.random.Generator, cx: float, cy: float, radius: float, roughness: float = 0.25, n_points: int = 56
+) -> list[tuple[float, float]]:
     """Irregular closed outline: a circle whose radius is a random low-order Fourier series."""
     theta = np.linspace(0, 2 * np.pi, n_points, endpoint=False)
     r = np.ones_like(theta)
@@ -148,12 +151,13 @@ def _raster_line(size: int, points: Sequence[tuple[float, float]], width: int) -
 
 def _bezier(p0, p1, p2, n: int = 24) -> list[tuple[float, float]]:
     t = np.linspace(0, 1, n)[:, None]
-    pts = (1 - t) ** 2 * np.asarray(p0) + 2 * (1 - t) * t * np.asarray(p1) + t ** 2 * np.asarray(p2)
+    pts = (1 - t) ** 2 * np.asarray(p0) + 2 * (1 - t) * t * np.asarray(p1) + t**2 * np.asarray(p2)
     return [tuple(p) for p in pts.tolist()]
 
 
-def _random_curve(rng: np.random.Generator, start: tuple[float, float], angle: float,
-                  length: float, bend: float = 0.25) -> list[tuple[float, float]]:
+def _random_curve(
+    rng: np.random.Generator, start: tuple[float, float], angle: float, length: float, bend: float = 0.25
+) -> list[tuple[float, float]]:
     """A gently bent stroke (quadratic Bezier) of about ``length`` pixels."""
     end = (start[0] + length * math.cos(angle), start[1] + length * math.sin(angle))
     mid = ((start[0] + end[0]) / 2, (start[1] + end[1]) / 2)
@@ -162,8 +166,9 @@ def _random_curve(rng: np.random.Generator, start: tuple[float, float], angle: f
     return _bezier(start, ctrl, end)
 
 
-def _jagged_path(rng: np.random.Generator, start: tuple[float, float], angle: float,
-                 step: float, n_steps: int, wiggle: float = 0.6) -> list[tuple[float, float]]:
+def _jagged_path(
+    rng: np.random.Generator, start: tuple[float, float], angle: float, step: float, n_steps: int, wiggle: float = 0.6
+) -> list[tuple[float, float]]:
     pts = [start]
     heading = angle
     for _ in range(n_steps):
@@ -177,8 +182,9 @@ def _line_width(size: int, frac: float) -> int:
     return max(1, int(round(size * frac)))
 
 
-def _rounded_box_sdf(px: np.ndarray, py: np.ndarray, cx: float, cy: float, hx: float, hy: float,
-                     r: float) -> np.ndarray:
+def _rounded_box_sdf(
+    px: np.ndarray, py: np.ndarray, cx: float, cy: float, hx: float, hy: float, r: float
+) -> np.ndarray:
     """Signed distance to a rounded rectangle (negative inside); Inigo Quilez's formula."""
     qx = np.abs(px - cx) - hx + r
     qy = np.abs(py - cy) - hy + r
@@ -190,7 +196,7 @@ def _bevel_shading(sdf_px: np.ndarray, light: np.ndarray, width: float, strength
     """Brightness change of a raised part's rounded rim lit from ``light`` (unit 2-vector)."""
     gy, gx = np.gradient(sdf_px)
     norm = np.hypot(gx, gy) + 1e-6
-    facing = (gx * light[0] + gy * light[1]) / norm          # outward normal · light
+    facing = (gx * light[0] + gy * light[1]) / norm  # outward normal · light
     band = np.clip(1.0 + sdf_px / width, 0.0, 1.0) * (sdf_px <= 0)  # 1 at the edge, 0 inside
     return 1.0 + strength * band * facing
 
@@ -202,18 +208,17 @@ def _bevel_shading(sdf_px: np.ndarray, light: np.ndarray, width: float, strength
 class _Scene:
     """What a defect needs to know about the clean rendering of one sample."""
 
-    image: np.ndarray            # float32 (S, S, 3) in ~[0, 1], before lighting/noise
-    background: np.ndarray       # float32 (S, S, 3): what shows where the part is absent
-    part_alpha: np.ndarray       # float32 (S, S): coverage of the part (all ones for textures)
+    image: np.ndarray  # float32 (S, S, 3) in ~[0, 1], before lighting/noise
+    background: np.ndarray  # float32 (S, S, 3): what shows where the part is absent
+    part_alpha: np.ndarray  # float32 (S, S): coverage of the part (all ones for textures)
     center: tuple[float, float]  # part centre in pixels
-    angle: float                 # part rotation in radians
+    angle: float  # part rotation in radians
     size: int
 
     def to_image(self, px: float, py: float) -> tuple[float, float]:
         """Part-frame point (units of the side) -> image pixels."""
         c, s = math.cos(self.angle), math.sin(self.angle)
-        return (self.center[0] + (c * px - s * py) * self.size,
-                self.center[1] + (s * px + c * py) * self.size)
+        return (self.center[0] + (c * px - s * py) * self.size, self.center[1] + (s * px + c * py) * self.size)
 
 
 def _part_coords(size: int, center: tuple[float, float], angle: float) -> tuple[np.ndarray, np.ndarray]:
@@ -248,8 +253,9 @@ def _render_weave(rng: np.random.Generator, size: int) -> _Scene:
     cloud = 1.0 + 0.05 * _fbm(rng, size, 2, 3)[..., None]
     image = (gap * (1 - prof) + thread * prof) * cloud
     background = np.broadcast_to(np.array([0.05, 0.045, 0.04], np.float32), image.shape).copy()
-    return _Scene(image.astype(np.float32), background, np.ones((size, size), np.float32),
-                  (size / 2, size / 2), 0.0, size)
+    return _Scene(
+        image.astype(np.float32), background, np.ones((size, size), np.float32), (size / 2, size / 2), 0.0, size
+    )
 
 
 def _render_marble(rng: np.random.Generator, size: int) -> _Scene:
@@ -265,8 +271,9 @@ def _render_marble(rng: np.random.Generator, size: int) -> _Scene:
     vein_rgb = np.array([0.33, 0.36, 0.35], np.float32)
     image = base * (1 - veins) + vein_rgb * veins
     background = np.broadcast_to(np.array([0.42, 0.40, 0.38], np.float32), image.shape).copy()
-    return _Scene(image.astype(np.float32), background, np.ones((size, size), np.float32),
-                  (size / 2, size / 2), 0.0, size)
+    return _Scene(
+        image.astype(np.float32), background, np.ones((size, size), np.float32), (size / 2, size / 2), 0.0, size
+    )
 
 
 # Washer geometry in units of the side: outer/inner radius and the key tab in the bore.
@@ -325,8 +332,10 @@ def _bracket_sdf(px: np.ndarray, py: np.ndarray) -> np.ndarray:
 
 def _render_bracket(rng: np.random.Generator, size: int) -> _Scene:
     # MPDD-like misalignment: the part is put down by hand, rotated and shifted.
-    center = (size * (0.5 + rng.uniform(-MAX_SHIFT_FRAC, MAX_SHIFT_FRAC)),
-              size * (0.5 + rng.uniform(-MAX_SHIFT_FRAC, MAX_SHIFT_FRAC)))
+    center = (
+        size * (0.5 + rng.uniform(-MAX_SHIFT_FRAC, MAX_SHIFT_FRAC)),
+        size * (0.5 + rng.uniform(-MAX_SHIFT_FRAC, MAX_SHIFT_FRAC)),
+    )
     angle = math.radians(rng.uniform(-MAX_ROTATION_DEG, MAX_ROTATION_DEG))
     px, py = _part_coords(size, center, angle)
     sdf = _bracket_sdf(px, py) * size
@@ -344,7 +353,10 @@ def _render_bracket(rng: np.random.Generator, size: int) -> _Scene:
 
 
 _RENDERERS: dict[str, Callable[[np.random.Generator, int], _Scene]] = {
-    "weave": _render_weave, "marble": _render_marble, "washer": _render_washer, "bracket": _render_bracket,
+    "weave": _render_weave,
+    "marble": _render_marble,
+    "washer": _render_washer,
+    "bracket": _render_bracket,
 }
 
 
@@ -421,7 +433,7 @@ def _scratch(rng, scene: _Scene, on: Callable[[], tuple[float, float, float]], s
     angle = tangent + scene.angle + rng.uniform(-0.4, 0.4)
     pts = _random_curve(rng, start, angle, s * rng.uniform(0.14, 0.22), 0.2)
     mask = _on_part(scene, _raster_line(s, pts, _line_width(s, 0.008)))
-    if style == "groove":   # turned metal: a dark groove
+    if style == "groove":  # turned metal: a dark groove
         return _blend(scene.image, mask, scene.image * 0.35, 1.0), mask
     bare = np.array([0.80, 0.80, 0.82], np.float32)  # paint scraped off: bright bare steel
     return _blend(scene.image, mask, bare, 0.85), mask
@@ -506,12 +518,14 @@ _DEFECTS: dict[str, dict[str, Callable[[np.random.Generator, _Scene], tuple[np.n
 
 def _seed_sequence(seed: int, category: str, split: str, index: int) -> np.random.SeedSequence:
     # crc32 (not hash()) so that keys are stable across processes and Python versions.
-    return np.random.SeedSequence([int(seed) & 0xFFFFFFFF, zlib.crc32(category.encode()),
-                                   zlib.crc32(split.encode()), int(index)])
+    return np.random.SeedSequence(
+        [int(seed) & 0xFFFFFFFF, zlib.crc32(category.encode()), zlib.crc32(split.encode()), int(index)]
+    )
 
 
-def render_sample(category: str, seed: int, split: str, index: int, defect: str | None = None,
-                  image_size: int = DEFAULT_IMAGE_SIZE) -> tuple[np.ndarray, np.ndarray]:
+def render_sample(
+    category: str, seed: int, split: str, index: int, defect: str | None = None, image_size: int = DEFAULT_IMAGE_SIZE
+) -> tuple[np.ndarray, np.ndarray]:
     """Render one image of the synthetic dataset and its exact defect mask.
 
     The clean scene, the lighting/colour jitter and the sensor noise depend only on
@@ -537,11 +551,14 @@ def render_sample(category: str, seed: int, split: str, index: int, defect: str 
     """
     _check_category(category)
     if defect is not None and defect not in DEFECT_TYPES[category]:
-        raise ConfigError(f"Unknown defect {defect!r} for synthetic category {category!r}; "
-                          f"valid: {', '.join(DEFECT_TYPES[category])}.")
+        raise ConfigError(
+            f"Unknown defect {defect!r} for synthetic category {category!r}; "
+            f"valid: {', '.join(DEFECT_TYPES[category])}."
+        )
     if int(image_size) < MIN_IMAGE_SIZE:
-        raise ConfigError(f"image_size must be >= {MIN_IMAGE_SIZE} px (got {image_size}); "
-                          "smaller images cannot show the defects.")
+        raise ConfigError(
+            f"image_size must be >= {MIN_IMAGE_SIZE} px (got {image_size}); smaller images cannot show the defects."
+        )
     size = int(image_size)
     base_ss, defect_ss, noise_ss = _seed_sequence(seed, category, split, index).spawn(3)
     rng = np.random.default_rng(base_ss)
@@ -581,17 +598,27 @@ def _save_png(array: np.ndarray, path: Path) -> None:
     Image.fromarray(array).save(path, format="PNG", compress_level=6)
 
 
-def _options(seed: int, image_size: int, n_train: int, n_test_good: int, n_test_per_defect: int,
-             categories: Sequence[str]) -> dict:
-    return {"generator": GENERATOR_VERSION, "seed": int(seed), "image_size": int(image_size),
-            "n_train": int(n_train), "n_test_good": int(n_test_good),
-            "n_test_per_defect": int(n_test_per_defect), "categories": list(categories),
-            "defect_types": {c: list(DEFECT_TYPES[c]) for c in categories}}
+def _options(
+    seed: int, image_size: int, n_train: int, n_test_good: int, n_test_per_defect: int, categories: Sequence[str]
+) -> dict:
+    return {
+        "generator": GENERATOR_VERSION,
+        "seed": int(seed),
+        "image_size": int(image_size),
+        "n_train": int(n_train),
+        "n_test_good": int(n_test_good),
+        "n_test_per_defect": int(n_test_per_defect),
+        "categories": list(categories),
+        "defect_types": {c: list(DEFECT_TYPES[c]) for c in categories},
+    }
 
 
-def expected_files(categories: Sequence[str] | None = None, n_train: int = DEFAULT_N_TRAIN,
-                   n_test_good: int = DEFAULT_N_TEST_GOOD,
-                   n_test_per_defect: int = DEFAULT_N_TEST_PER_DEFECT) -> list[str]:
+def expected_files(
+    categories: Sequence[str] | None = None,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_test_good: int = DEFAULT_N_TEST_GOOD,
+    n_test_per_defect: int = DEFAULT_N_TEST_PER_DEFECT,
+) -> list[str]:
     """Relative paths (posix) of every image and mask a generation with these options writes."""
     files = []
     for cat in categories or SYNTHETIC_CATEGORIES:
@@ -603,8 +630,9 @@ def expected_files(categories: Sequence[str] | None = None, n_train: int = DEFAU
     return files
 
 
-def _generate_category(category: str, dest: Path, seed: int, image_size: int, n_train: int,
-                       n_test_good: int, n_test_per_defect: int) -> None:
+def _generate_category(
+    category: str, dest: Path, seed: int, image_size: int, n_train: int, n_test_good: int, n_test_per_defect: int
+) -> None:
     for split, count in (("train/good", n_train), ("test/good", n_test_good)):
         folder = dest / split
         folder.mkdir(parents=True, exist_ok=True)
@@ -620,11 +648,17 @@ def _generate_category(category: str, dest: Path, seed: int, image_size: int, n_
             _save_png(mask.astype(np.uint8) * 255, gt_dir / f"{i:03d}_mask.png")
 
 
-def generate_synthetic_dataset(out: str | os.PathLike, seed: int = 0, image_size: int = DEFAULT_IMAGE_SIZE,
-                               n_train: int = DEFAULT_N_TRAIN, n_test_good: int = DEFAULT_N_TEST_GOOD,
-                               n_test_per_defect: int = DEFAULT_N_TEST_PER_DEFECT,
-                               categories: Iterable[str] | None = None, progress: bool = False,
-                               overwrite: bool = False) -> Path:
+def generate_synthetic_dataset(
+    out: str | os.PathLike,
+    seed: int = 0,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_test_good: int = DEFAULT_N_TEST_GOOD,
+    n_test_per_defect: int = DEFAULT_N_TEST_PER_DEFECT,
+    categories: Iterable[str] | None = None,
+    progress: bool = False,
+    overwrite: bool = False,
+) -> Path:
     """Write the synthetic dataset under ``out`` (MVTec layout) and return ``out``.
 
     Each category is generated into a temporary folder beside its target and then moved into
@@ -664,8 +698,11 @@ def generate_synthetic_dataset(out: str | os.PathLike, seed: int = 0, image_size
         _check_category(cat)
     if len(set(cats)) != len(cats):
         raise ConfigError(f"Duplicate categories in {cats}.")
-    for name, value, minimum in (("n_train", n_train, 1), ("n_test_good", n_test_good, 1),
-                                 ("n_test_per_defect", n_test_per_defect, 1)):
+    for name, value, minimum in (
+        ("n_train", n_train, 1),
+        ("n_test_good", n_test_good, 1),
+        ("n_test_per_defect", n_test_per_defect, 1),
+    ):
         if int(value) < minimum:
             raise ConfigError(f"{name} must be >= {minimum} (got {value}).")
     if int(image_size) < MIN_IMAGE_SIZE:
@@ -675,13 +712,16 @@ def generate_synthetic_dataset(out: str | os.PathLike, seed: int = 0, image_size
     root = check_output_dir(out, "--out")
     ours = (root / SYNTHETIC_MARKER_FILE).is_file() or (root / SYNTHETIC_INFO_FILE).is_file()
     if root.is_dir() and not ours and not overwrite and any(root.iterdir()):
-        raise OutputExistsError(f"--out {root} is not empty and was not written by `python -m data_tools synthetic` "
-                                f"(no {SYNTHETIC_MARKER_FILE} in it); its folders "
-                                f"{', '.join(c for c in cats if (root / c).exists()) or '(none named like a category)'} "
-                                "could be replaced. Choose an empty or new folder, or pass --overwrite.")
+        raise OutputExistsError(
+            f"--out {root} is not empty and was not written by `python -m data_tools synthetic` "
+            f"(no {SYNTHETIC_MARKER_FILE} in it); its folders "
+            f"{', '.join(c for c in cats if (root / c).exists()) or '(none named like a category)'} "
+            "could be replaced. Choose an empty or new folder, or pass --overwrite."
+        )
     root.mkdir(parents=True, exist_ok=True)
-    (root / SYNTHETIC_MARKER_FILE).write_text("written by python -m data_tools synthetic; its category folders may "
-                                              "be regenerated\n")
+    (root / SYNTHETIC_MARKER_FILE).write_text(
+        "written by python -m data_tools synthetic; its category folders may be regenerated\n"
+    )
     info_path = root / SYNTHETIC_INFO_FILE
     if info_path.exists():
         info_path.unlink()  # stale until the new generation completes
@@ -714,11 +754,16 @@ def default_synthetic_root() -> Path:
     return synthetic_data_dir()
 
 
-def ensure_synthetic_dataset(root: str | os.PathLike | None = None, seed: int = 0, *,
-                             image_size: int = DEFAULT_IMAGE_SIZE, n_train: int = DEFAULT_N_TRAIN,
-                             n_test_good: int = DEFAULT_N_TEST_GOOD,
-                             n_test_per_defect: int = DEFAULT_N_TEST_PER_DEFECT,
-                             categories: Iterable[str] | None = None) -> Path:
+def ensure_synthetic_dataset(
+    root: str | os.PathLike | None = None,
+    seed: int = 0,
+    *,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    n_train: int = DEFAULT_N_TRAIN,
+    n_test_good: int = DEFAULT_N_TEST_GOOD,
+    n_test_per_defect: int = DEFAULT_N_TEST_PER_DEFECT,
+    categories: Iterable[str] | None = None,
+) -> Path:
     """Return a complete synthetic dataset at ``root`` (default :func:`default_synthetic_root`),
     generating it when missing, incomplete, or made with other options or generator version.
 
@@ -736,7 +781,8 @@ def ensure_synthetic_dataset(root: str | os.PathLike | None = None, seed: int = 
     except (OSError, ValueError):
         recorded = None
     if recorded == wanted and all(
-            (root / rel).is_file() for rel in expected_files(cats, n_train, n_test_good, n_test_per_defect)):
+        (root / rel).is_file() for rel in expected_files(cats, n_train, n_test_good, n_test_per_defect)
+    ):
         return root
     return generate_synthetic_dataset(root, seed, image_size, n_train, n_test_good, n_test_per_defect, cats)
 
@@ -744,8 +790,13 @@ def ensure_synthetic_dataset(root: str | os.PathLike | None = None, seed: int = 
 # --------------------------------------------------------------------------------------
 # Contact sheet
 # --------------------------------------------------------------------------------------
-def make_preview(root: str | os.PathLike, out_png: str | os.PathLike | None = None,
-                 categories: Sequence[str] | None = None, n_good: int = 3, thumb: int = 128) -> Path:
+def make_preview(
+    root: str | os.PathLike,
+    out_png: str | os.PathLike | None = None,
+    categories: Sequence[str] | None = None,
+    n_good: int = 3,
+    thumb: int = 128,
+) -> Path:
     """Save a contact sheet: per category a row of normal images, then each defect type's first
     image and the same image with its mask outlined in red.
 
@@ -794,9 +845,17 @@ def _cli(args: argparse.Namespace) -> int:
     out = Path(args.out) if args.out else default_synthetic_root()
     start = time.perf_counter()
     try:
-        root = generate_synthetic_dataset(out, seed=args.seed, image_size=args.image_size, n_train=args.n_train,
-                                          n_test_good=args.n_test_good, n_test_per_defect=args.n_test_per_defect,
-                                          categories=args.categories, progress=True, overwrite=args.overwrite)
+        root = generate_synthetic_dataset(
+            out,
+            seed=args.seed,
+            image_size=args.image_size,
+            n_train=args.n_train,
+            n_test_good=args.n_test_good,
+            n_test_per_defect=args.n_test_per_defect,
+            categories=args.categories,
+            progress=True,
+            overwrite=args.overwrite,
+        )
     except FsadError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -810,23 +869,38 @@ def _cli(args: argparse.Namespace) -> int:
 def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     """Add the ``synthetic`` sub-command to ``python -m data_tools``."""
     parser = subparsers.add_parser(
-        "synthetic", help="generate the procedural defect dataset (MVTec layout)",
+        "synthetic",
+        help="generate the procedural defect dataset (MVTec layout)",
         description="Generate the procedural synthetic defect dataset in MVTec AD's folder layout. "
-                    "The same --seed and options give byte-identical files.")
-    parser.add_argument("--out", default=None,
-                        help=f"output root (default: {default_synthetic_root()}); must be empty, new, or written by "
-                             f"this command before ({SYNTHETIC_MARKER_FILE} in it): its category folders are replaced")
-    parser.add_argument("--overwrite", action="store_true",
-                        help="write into a non-empty --out that this command did not write (its folders named like "
-                             "a category are replaced)")
+        "The same --seed and options give byte-identical files.",
+    )
+    parser.add_argument(
+        "--out",
+        default=None,
+        help=f"output root (default: {default_synthetic_root()}); must be empty, new, or written by "
+        f"this command before ({SYNTHETIC_MARKER_FILE} in it): its category folders are replaced",
+    )
+    parser.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="write into a non-empty --out that this command did not write (its folders named like "
+        "a category are replaced)",
+    )
     parser.add_argument("--seed", type=int, default=0, help="RNG seed (default 0)")
     parser.add_argument("--image-size", type=int, default=DEFAULT_IMAGE_SIZE, help="image side in px (default 256)")
     parser.add_argument("--n-train", type=int, default=DEFAULT_N_TRAIN, help="train/good images per category")
     parser.add_argument("--n-test-good", type=int, default=DEFAULT_N_TEST_GOOD, help="test/good images per category")
-    parser.add_argument("--n-test-per-defect", type=int, default=DEFAULT_N_TEST_PER_DEFECT,
-                        help="test images per defect type")
-    parser.add_argument("--categories", nargs="+", default=None, choices=SYNTHETIC_CATEGORIES,
-                        metavar="CAT", help=f"subset of {', '.join(SYNTHETIC_CATEGORIES)}")
+    parser.add_argument(
+        "--n-test-per-defect", type=int, default=DEFAULT_N_TEST_PER_DEFECT, help="test images per defect type"
+    )
+    parser.add_argument(
+        "--categories",
+        nargs="+",
+        default=None,
+        choices=SYNTHETIC_CATEGORIES,
+        metavar="CAT",
+        help=f"subset of {', '.join(SYNTHETIC_CATEGORIES)}",
+    )
     parser.add_argument("--preview", action="store_true", help="also save <out>/preview.png (contact sheet)")
     parser.set_defaults(func=_cli)
     return parser

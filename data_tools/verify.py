@@ -20,6 +20,7 @@ Example:
     >>> report.ok, report.counts[("bottle", "test", "broken_large")]                   # doctest: +SKIP
     (True, 20)
 """
+
 from __future__ import annotations
 
 import argparse
@@ -88,15 +89,17 @@ class VerifyReport:
     def format_table(self) -> str:
         """The counts as a fixed-width text table with a total line."""
         header = ("category", "split", "defect_type", "images", "masks")
-        body = [(r.category, r.split, r.defect_type, str(r.images), "-" if r.masks is None else str(r.masks))
-                for r in self.rows]
-        body.append(("total", "", "", str(sum(r.images for r in self.rows)),
-                     str(sum(r.masks or 0 for r in self.rows))))
+        body = [
+            (r.category, r.split, r.defect_type, str(r.images), "-" if r.masks is None else str(r.masks))
+            for r in self.rows
+        ]
+        body.append(("total", "", "", str(sum(r.images for r in self.rows)), str(sum(r.masks or 0 for r in self.rows))))
         widths = [max(len(row[i]) for row in [header, *body]) for i in range(len(header))]
         line = "  ".join("{:<%d}" % w if i < 3 else "{:>%d}" % w for i, w in enumerate(widths))
         rule = "  ".join("-" * w for w in widths)
-        return "\n".join([line.format(*header), rule, *(line.format(*row) for row in body[:-1]), rule,
-                          line.format(*body[-1])])
+        return "\n".join(
+            [line.format(*header), rule, *(line.format(*row) for row in body[:-1]), rule, line.format(*body[-1])]
+        )
 
 
 def _read(path: Path, problems: list[str], mask: bool = False) -> tuple[int, int] | None:
@@ -123,8 +126,10 @@ def _verify_category(category_dir: Path, report: VerifyReport, require_splits: S
     splits_present = [s for s in SPLITS if (category_dir / s).is_dir()]
     for split in require_splits:
         if split not in splits_present:
-            problems.append(f"{category_dir / split}: missing split; expected {category_dir / split}/good/"
-                            + ("*.png" if split == "train" else " and one folder per defect type"))
+            problems.append(
+                f"{category_dir / split}: missing split; expected {category_dir / split}/good/"
+                + ("*.png" if split == "train" else " and one folder per defect type")
+            )
     if "train" not in splits_present and "train" not in require_splits:
         report.notes.append(f"{category}: test only (no train/ split, so no support images can be drawn from it)")
 
@@ -172,20 +177,29 @@ def _verify_category(category_dir: Path, report: VerifyReport, require_splits: S
             progress.update(1)
             image_size = sizes.get(path)
             if mask_size is not None and image_size is not None and mask_size != image_size:
-                problems.append(f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {path} is "
-                                f"{image_size[0]}x{image_size[1]}; expected the same size.")
+                problems.append(
+                    f"{mask}: mask is {mask_size[0]}x{mask_size[1]} but its image {path} is "
+                    f"{image_size[0]}x{image_size[1]}; expected the same size."
+                )
     # Masks that belong to no test image point at misfiled or renamed data.
     for folder in sorted(p for p in gt_dir.iterdir() if p.is_dir()):
         expected = {f"{p.stem}{MASK_SUFFIX}" for p in defect_images.get(folder.name, [])}
         for mask in image_files(folder):
             if mask.name not in expected:
                 stem = mask.name[: -len(MASK_SUFFIX)] if mask.name.endswith(MASK_SUFFIX) else mask.stem
-                problems.append(f"{mask}: mask without its image; expected {category_dir / 'test' / folder.name / stem}.png "
-                                f"(masks are named <image stem>{MASK_SUFFIX}).")
+                problems.append(
+                    f"{mask}: mask without its image; expected {category_dir / 'test' / folder.name / stem}.png "
+                    f"(masks are named <image stem>{MASK_SUFFIX})."
+                )
 
 
-def verify_dataset(root: str | os.PathLike, dataset: str, categories: Sequence[str] | None = None,
-                   require_splits: Sequence[str] = ("test",), progress: bool | None = None) -> VerifyReport:
+def verify_dataset(
+    root: str | os.PathLike,
+    dataset: str,
+    categories: Sequence[str] | None = None,
+    require_splits: Sequence[str] = ("test",),
+    progress: bool | None = None,
+) -> VerifyReport:
     """Check a dataset root and count its images; never raises for data problems, it records them.
 
     Args:
@@ -214,8 +228,10 @@ def verify_dataset(root: str | os.PathLike, dataset: str, categories: Sequence[s
     root = Path(root).expanduser()
     report = VerifyReport(root=str(root), dataset=dataset)
     if not root.is_dir():
-        report.problems.append(f"{root}: dataset root {'is not a folder' if root.exists() else 'does not exist'}; "
-                               "expected a folder holding <category>/train/good and <category>/test/.")
+        report.problems.append(
+            f"{root}: dataset root {'is not a folder' if root.exists() else 'does not exist'}; "
+            "expected a folder holding <category>/train/good and <category>/test/."
+        )
         return report
     known = KNOWN_CATEGORIES[dataset]
     present = sorted(p.name for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
@@ -223,26 +239,42 @@ def verify_dataset(root: str | os.PathLike, dataset: str, categories: Sequence[s
     if not names:
         report.problems.append(f"{root}: no category folders; expected <root>/<category>/train/good and test/.")
     if any((root / s).is_dir() for s in SPLITS):
-        report.problems.append(f"{root}: looks like a single category folder (it holds train/ or test/); "
-                               f"expected the dataset root, e.g. {root.parent}.")
+        report.problems.append(
+            f"{root}: looks like a single category folder (it holds train/ or test/); "
+            f"expected the dataset root, e.g. {root.parent}."
+        )
         return report
     valid = known if known is not None else present
     todo: list[Path] = []
     for name in names:
         if known is not None and name not in known:
-            report.problems.append(f"{root / name}: unknown {dataset} category {name!r}; "
-                                   f"valid categories: {', '.join(known)}.")
+            report.problems.append(
+                f"{root / name}: unknown {dataset} category {name!r}; valid categories: {', '.join(known)}."
+            )
         elif not (root / name).is_dir():
-            report.problems.append(f"{root / name}: category folder missing; categories present: "
-                                   f"{', '.join(c for c in present if c in valid) or 'none'}.")
+            report.problems.append(
+                f"{root / name}: category folder missing; categories present: "
+                f"{', '.join(c for c in present if c in valid) or 'none'}."
+            )
         else:
             todo.append(root / name)
-    total = sum(len(image_files(d)) for c in todo for s in SPLITS if (c / s).is_dir()
-                for d in (c / s).iterdir() if d.is_dir())
-    total += sum(len(image_files(d)) for c in todo if (c / "ground_truth").is_dir()
-                 for d in (c / "ground_truth").iterdir() if d.is_dir())
-    with tqdm(total=total, desc=f"verify {root.name}", unit="img", disable=None if progress is None else not progress,
-              leave=False) as bar:
+    total = sum(
+        len(image_files(d)) for c in todo for s in SPLITS if (c / s).is_dir() for d in (c / s).iterdir() if d.is_dir()
+    )
+    total += sum(
+        len(image_files(d))
+        for c in todo
+        if (c / "ground_truth").is_dir()
+        for d in (c / "ground_truth").iterdir()
+        if d.is_dir()
+    )
+    with tqdm(
+        total=total,
+        desc=f"verify {root.name}",
+        unit="img",
+        disable=None if progress is None else not progress,
+        leave=False,
+    ) as bar:
         for category_dir in todo:
             _verify_category(category_dir, report, require_splits, bar)
     return report
@@ -255,20 +287,31 @@ def register_cli(subparsers: argparse._SubParsersAction) -> argparse.ArgumentPar
         python -m data_tools verify --root ../shared/data/mvtec_ad_subset --dataset mvtec
     """
     parser = subparsers.add_parser(
-        "verify", help="check a dataset folder and print image counts (exit 2 on any problem)",
+        "verify",
+        help="check a dataset folder and print image counts (exit 2 on any problem)",
         description="Check layout, category names, readability of every image and mask, mask/image sizes; "
-                    "print counts per category/split/defect type. Exit status 2 on any problem.")
+        "print counts per category/split/defect type. Exit status 2 on any problem.",
+    )
     parser.add_argument("--root", type=Path, required=True, help="dataset root holding the category folders")
     parser.add_argument("--dataset", choices=DATASETS, required=True, help="dataset family")
     parser.add_argument("--categories", nargs="+", help="only these categories (default: all folders)")
-    parser.add_argument("--require-splits", nargs="+", choices=SPLITS, default=["test"],
-                        help="splits that must exist (default: test; add train for a full dataset)")
+    parser.add_argument(
+        "--require-splits",
+        nargs="+",
+        choices=SPLITS,
+        default=["test"],
+        help="splits that must exist (default: test; add train for a full dataset)",
+    )
     parser.set_defaults(func=_cli)
     return parser
 
 
-def run_verify(root: str | os.PathLike, dataset: str, categories: Sequence[str] | None = None,
-               require_splits: Sequence[str] = ("test",)) -> int:
+def run_verify(
+    root: str | os.PathLike,
+    dataset: str,
+    categories: Sequence[str] | None = None,
+    require_splits: Sequence[str] = ("test",),
+) -> int:
     """Verify and print the report; the return value is the CLI exit status (0 ok, 2 problems).
 
     Example:

@@ -23,6 +23,7 @@ Example:
     >>> [row["row"] for row in document["rows"] if row["k"] == 2]
     ['none', 'A', 'F', 'F+S', 'A+F', 'A+F+S']
 """
+
 from __future__ import annotations
 
 import math
@@ -34,10 +35,19 @@ from data_tools.datasets import list_categories
 from fsad.augment import AUGMENT_FAMILIES
 from fsad.errors import ConfigError, OutputExistsError
 from fsad.evaluate import EvaluationConfig, run_evaluation
-from fsad.results import PERCENT_KEYS, summarise
 from fsad.paper import PAPER_TABLE5, PAPER_TABLE6, RCM_TABLE7, RCM_TABLE7_VARIANTS
-from fsad.train import (DEFAULT_BATCH_SIZE, DEFAULT_EPOCHS, DEFAULT_LR, DEFAULT_MOMENTUM, DEFAULT_SUPPORT_K,
-                        DEFAULT_WEIGHT_DECAY, TrainConfig, checkpoint_complete, train)
+from fsad.results import PERCENT_KEYS, summarise
+from fsad.train import (
+    DEFAULT_BATCH_SIZE,
+    DEFAULT_EPOCHS,
+    DEFAULT_LR,
+    DEFAULT_MOMENTUM,
+    DEFAULT_SUPPORT_K,
+    DEFAULT_WEIGHT_DECAY,
+    TrainConfig,
+    checkpoint_complete,
+    train,
+)
 from fsad.utils import atomic_write_json, atomic_write_text, check_output_dir, environment_info, resolve_device
 
 ABLATION_FORMAT = "fsad-ablation-v1"
@@ -65,15 +75,33 @@ TABLE5_ROWS: tuple[AblationRow, ...] = (
 )
 TABLE5_KS = (2, 4, 8)
 # Table 6 columns in the paper's order: no STN, T, R, scale, shear, R+scale, T+scale, T+R, T+R+scale, affine.
-TABLE6_SETTINGS: tuple[str, ...] = (NO_STN, "translation", "rotation", "scale", "shear", "rotation_scale",
-                                    "translation_scale", "rotation_translation", "rotation_translation_scale",
-                                    "affine")
+TABLE6_SETTINGS: tuple[str, ...] = (
+    NO_STN,
+    "translation",
+    "rotation",
+    "scale",
+    "shear",
+    "rotation_scale",
+    "translation_scale",
+    "rotation_translation",
+    "rotation_translation_scale",
+    "affine",
+)
 TABLE6_KS = (2,)
 
 # The papers' numbers live in one place, fsad/paper.py.
-_TABLE6_LABELS = {NO_STN: "no STN", "translation": "T", "rotation": "R", "scale": "scale", "shear": "shear",
-                  "rotation_scale": "R+scale", "translation_scale": "T+scale", "rotation_translation": "T+R",
-                  "rotation_translation_scale": "T+R+scale", "affine": "affine"}
+_TABLE6_LABELS = {
+    NO_STN: "no STN",
+    "translation": "T",
+    "rotation": "R",
+    "scale": "scale",
+    "shear": "shear",
+    "rotation_scale": "R+scale",
+    "translation_scale": "T+scale",
+    "rotation_translation": "T+R",
+    "rotation_translation_scale": "T+R+scale",
+    "affine": "affine",
+}
 
 
 @dataclass
@@ -122,14 +150,30 @@ def checkpoint_path(config: AblationConfig, setting: str, target: str) -> Path:
 def train_config(config: AblationConfig, setting: str, target: str) -> TrainConfig:
     """The leave-``target``-out training of one setting (``no_stn`` or an STN mode)."""
     return TrainConfig(
-        data_root=config.data_root, dataset=config.dataset, target=target,
+        data_root=config.data_root,
+        dataset=config.dataset,
+        target=target,
         out=str(checkpoint_path(config, setting, target).parent),
-        stn_mode=None if setting == NO_STN else setting, epochs=config.epochs, batch_size=config.batch_size,
-        lr=config.lr, momentum=config.momentum, weight_decay=config.weight_decay, image_size=config.image_size,
-        pairing=config.pairing, support_k=config.support_k, backbone=config.backbone, weights=config.weights,
-        attention=config.attention, dcn=config.dcn, train_backbone=config.train_backbone, device=config.device,
-        seed=config.seed, resume=True, max_steps_per_epoch=config.max_steps_per_epoch,
-        num_workers=config.num_workers)
+        stn_mode=None if setting == NO_STN else setting,
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        momentum=config.momentum,
+        weight_decay=config.weight_decay,
+        image_size=config.image_size,
+        pairing=config.pairing,
+        support_k=config.support_k,
+        backbone=config.backbone,
+        weights=config.weights,
+        attention=config.attention,
+        dcn=config.dcn,
+        train_backbone=config.train_backbone,
+        device=config.device,
+        seed=config.seed,
+        resume=True,
+        max_steps_per_epoch=config.max_steps_per_epoch,
+        num_workers=config.num_workers,
+    )
 
 
 def ensure_checkpoint(config: AblationConfig, setting: str, target: str, progress: bool = True) -> Path:
@@ -141,19 +185,38 @@ def ensure_checkpoint(config: AblationConfig, setting: str, target: str, progres
     return train(training, progress=progress)
 
 
-def evaluate_cell(config: AblationConfig, setting: str, augment: bool, target: str, ks: Sequence[int],
-                  checkpoint: Path | None, progress: bool = True) -> dict[str, Any]:
+def evaluate_cell(
+    config: AblationConfig,
+    setting: str,
+    augment: bool,
+    target: str,
+    ks: Sequence[int],
+    checkpoint: Path | None,
+    progress: bool = True,
+) -> dict[str, Any]:
     """Evaluate one (setting, augmentation) on one target over ``ks`` × runs (resumable)."""
     trained = setting != UNTRAINED
     evaluation = EvaluationConfig(
-        data_root=config.data_root, dataset=config.dataset, categories=[target], ks=list(ks), runs=config.runs,
+        data_root=config.data_root,
+        dataset=config.dataset,
+        categories=[target],
+        ks=list(ks),
+        runs=config.runs,
         out=str(Path(config.out) / "cells" / f"{setting}__{'aug' if augment else 'noaug'}" / f"{target}.json"),
-        method="regad", backbone=config.backbone, weights=config.weights,
+        method="regad",
+        backbone=config.backbone,
+        weights=config.weights,
         checkpoint=str(checkpoint) if trained else None,
         stn_mode=None if setting in (UNTRAINED, NO_STN) else setting,
         augment_families=list(config.augment_families) if augment else [],
-        image_size=config.image_size, manifest=config.manifest, attention=config.attention, dcn=config.dcn,
-        device=config.device, seed=config.seed, resume=True)
+        image_size=config.image_size,
+        manifest=config.manifest,
+        attention=config.attention,
+        dcn=config.dcn,
+        device=config.device,
+        seed=config.seed,
+        resume=True,
+    )
     return run_evaluation(evaluation, progress=progress)
 
 
@@ -165,17 +228,20 @@ def _prepare(config: AblationConfig, table: str, default_ks: Sequence[int]) -> t
     if missing:
         raise ConfigError(f"Categories {missing} are not under {config.data_root}; present: {', '.join(present)}.")
     if len(present) < 2:
-        raise ConfigError(f"Leave-one-out training needs at least two categories under {config.data_root} "
-                          f"(found {present}).")
+        raise ConfigError(
+            f"Leave-one-out training needs at least two categories under {config.data_root} (found {present})."
+        )
     if config.runs < 1:
         raise ConfigError(f"runs must be at least 1 (got {config.runs}).")
     ks = sorted(set(config.ks or default_ks))
     out = check_output_dir(config.out, "--out")
     previous = [p.name for p in (out / f"{table}.json", out / "checkpoints", out / "cells") if p.exists()]
     if previous and not config.resume:
-        raise OutputExistsError(f"{out} already holds {', '.join(previous)} from an earlier grid. Pass --resume to "
-                                "reuse its checkpoints and cells (computing only what is missing), or choose another "
-                                "--out.")
+        raise OutputExistsError(
+            f"{out} already holds {', '.join(previous)} from an earlier grid. Pass --resume to "
+            "reuse its checkpoints and cells (computing only what is missing), or choose another "
+            "--out."
+        )
     return categories, ks
 
 
@@ -190,13 +256,23 @@ def _macro(cells: list[dict[str, Any]], k: int, runs: int) -> dict[str, Any]:
     def clean(value: float) -> float | None:
         return None if value is None or math.isnan(value) else float(value)
 
-    return {"image_auroc": clean(row["image_auroc_mean"]), "pixel_auroc": clean(row["pixel_auroc_mean"]),
-            "aupro": clean(row["aupro_mean"]), "n_categories": len({c["category"] for c in chosen}),
-            "n_cells": len(chosen)}
+    return {
+        "image_auroc": clean(row["image_auroc_mean"]),
+        "pixel_auroc": clean(row["pixel_auroc_mean"]),
+        "aupro": clean(row["aupro_mean"]),
+        "n_categories": len({c["category"] for c in chosen}),
+        "n_cells": len(chosen),
+    }
 
 
-def _run_grid(config: AblationConfig, table: str, variants: list[tuple[str, str, bool]], ks: list[int],
-              categories: list[str], progress: bool) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
+def _run_grid(
+    config: AblationConfig,
+    table: str,
+    variants: list[tuple[str, str, bool]],
+    ks: list[int],
+    categories: list[str],
+    progress: bool,
+) -> tuple[dict[str, list[dict[str, Any]]], dict[str, Any]]:
     """variants: (row name, setting, augment). Returns the cells of each row and the checkpoints used."""
     checkpoints: dict[str, dict[str, Any]] = {}
     cells: dict[str, list[dict[str, Any]]] = {name: [] for name, _, _ in variants}
@@ -214,15 +290,31 @@ def _run_grid(config: AblationConfig, table: str, variants: list[tuple[str, str,
 def _training_seconds(checkpoints: dict[str, dict[str, str]]) -> dict[str, dict[str, float]]:
     from fsad.checkpoint import read_checkpoint
 
-    return {setting: {target: sum(h["seconds"] for h in read_checkpoint(path)["history"])
-                      for target, path in targets.items()} for setting, targets in checkpoints.items()}
+    return {
+        setting: {
+            target: sum(h["seconds"] for h in read_checkpoint(path)["history"]) for target, path in targets.items()
+        }
+        for setting, targets in checkpoints.items()
+    }
 
 
-def _write(config: AblationConfig, table: str, rows: list[dict[str, Any]], checkpoints: dict[str, Any],
-           categories: list[str], ks: list[int]) -> dict[str, Any]:
+def _write(
+    config: AblationConfig,
+    table: str,
+    rows: list[dict[str, Any]],
+    checkpoints: dict[str, Any],
+    categories: list[str],
+    ks: list[int],
+) -> dict[str, Any]:
     document = {
-        "format": ABLATION_FORMAT, "table": table, "config": asdict(config), "categories": categories, "ks": ks,
-        "rows": rows, "checkpoints": checkpoints, "training_seconds": _training_seconds(checkpoints),
+        "format": ABLATION_FORMAT,
+        "table": table,
+        "config": asdict(config),
+        "categories": categories,
+        "ks": ks,
+        "rows": rows,
+        "checkpoints": checkpoints,
+        "training_seconds": _training_seconds(checkpoints),
         "paper": {"table5": PAPER_TABLE5, "table6": PAPER_TABLE6, "table7": RCM_TABLE7}.get(table),
         "environment": environment_info(resolve_device(config.device)),
         "note": "Model selection: last training epoch; no look at the evaluated category during training.",
@@ -254,25 +346,32 @@ def table5(config: AblationConfig, progress: bool = True) -> dict[str, Any]:
         values (in %, ``None`` for datasets the paper does not report).
     """
     categories, ks = _prepare(config, "table5", TABLE5_KS)
-    variants = [(row.name, (config.stn_mode if row.stn else NO_STN) if row.trained else UNTRAINED, row.augment)
-                for row in TABLE5_ROWS]
+    variants = [
+        (row.name, (config.stn_mode if row.stn else NO_STN) if row.trained else UNTRAINED, row.augment)
+        for row in TABLE5_ROWS
+    ]
     cells, checkpoints = _run_grid(config, "table5", variants, ks, categories, progress)
     paper = PAPER_TABLE5.get(config.dataset)
     rows = []
     for row in TABLE5_ROWS:
         for k in ks:
             index = TABLE5_KS.index(k) if k in TABLE5_KS else None
-            rows.append({
-                "row": row.name, "A": row.augment, "F": row.trained, "S": row.stn, "k": k,
-                **_macro(cells[row.name], k, config.runs),
-                "paper_image_auroc": paper["image"][row.name][index] if paper and index is not None else None,
-                "paper_pixel_auroc": paper["pixel"][row.name][index] if paper and index is not None else None,
-            })
+            rows.append(
+                {
+                    "row": row.name,
+                    "A": row.augment,
+                    "F": row.trained,
+                    "S": row.stn,
+                    "k": k,
+                    **_macro(cells[row.name], k, config.runs),
+                    "paper_image_auroc": paper["image"][row.name][index] if paper and index is not None else None,
+                    "paper_pixel_auroc": paper["pixel"][row.name][index] if paper and index is not None else None,
+                }
+            )
     return _write(config, "table5", rows, checkpoints, categories, ks)
 
 
-def table6(config: AblationConfig, progress: bool = True,
-           settings: Sequence[str] = TABLE6_SETTINGS) -> dict[str, Any]:
+def table6(config: AblationConfig, progress: bool = True, settings: Sequence[str] = TABLE6_SETTINGS) -> dict[str, Any]:
     """Table 6: A+F with no STN and with each STN mode, at k = 2 (default).
 
     Args:
@@ -288,14 +387,23 @@ def table6(config: AblationConfig, progress: bool = True,
     variants = [(setting, setting, True) for setting in settings]
     cells, checkpoints = _run_grid(config, "table6", variants, ks, categories, progress)
     paper = PAPER_TABLE6.get(config.dataset)
-    rows = [{"row": setting, "label": _TABLE6_LABELS[setting], "k": k, **_macro(cells[setting], k, config.runs),
-             "paper_image_auroc": paper[setting] if paper and k == 2 else None}
-            for setting in settings for k in ks]
+    rows = [
+        {
+            "row": setting,
+            "label": _TABLE6_LABELS[setting],
+            "k": k,
+            **_macro(cells[setting], k, config.runs),
+            "paper_image_auroc": paper[setting] if paper and k == 2 else None,
+        }
+        for setting in settings
+        for k in ks
+    ]
     return _write(config, "table6", rows, checkpoints, categories, ks)
 
 
-def table7(config: AblationConfig, progress: bool = True,
-           variants: dict[str, tuple[str, bool]] | None = None) -> dict[str, Any]:
+def table7(
+    config: AblationConfig, progress: bool = True, variants: dict[str, tuple[str, bool]] | None = None
+) -> dict[str, Any]:
     """RCM-FSAD Table 7: RegAD's A+F+S row with each attention/DCN variant, trained leave-one-out.
 
     Each variant gets its own folder ``<out>/table7/<variant>/`` (checkpoints and cells are reused
@@ -319,23 +427,36 @@ def table7(config: AblationConfig, progress: bool = True,
     rows: list[dict[str, Any]] = []
     checkpoints: dict[str, Any] = {}
     for name, (attention, dcn) in variants.items():
-        variant = replace(config, attention=attention, dcn=dcn, resume=True,
-                          out=str(Path(config.out) / "table7" / name.replace("+", "_")))
+        variant = replace(
+            config,
+            attention=attention,
+            dcn=dcn,
+            resume=True,
+            out=str(Path(config.out) / "table7" / name.replace("+", "_")),
+        )
         cells, used = _run_grid(variant, "table7", [(name, variant.stn_mode, True)], ks, categories, progress)
         checkpoints[name] = used.get(variant.stn_mode, {})
         paper = RCM_TABLE7.get(name, {})
         for k in ks:
             # "row" keeps the paper's name (R18...) for look-ups; "label" names the backbone actually used.
-            rows.append({"row": name, "label": variant_label(name, config.backbone), "attention": attention, "dcn": dcn,
-                         "k": k,
-                         **_macro(cells[name], k, config.runs),
-                         "paper_image_auroc": paper.get("image", {}).get(k),
-                         "paper_pixel_auroc": paper.get("pixel", {}).get(k)})
+            rows.append(
+                {
+                    "row": name,
+                    "label": variant_label(name, config.backbone),
+                    "attention": attention,
+                    "dcn": dcn,
+                    "k": k,
+                    **_macro(cells[name], k, config.runs),
+                    "paper_image_auroc": paper.get("image", {}).get(k),
+                    "paper_pixel_auroc": paper.get("pixel", {}).get(k),
+                }
+            )
     return _write(config, "table7", rows, checkpoints, categories, ks)
 
 
 def format_ablation(document: dict[str, Any]) -> str:
     """Printable table: our macro AUROC (%) beside the paper's, per row and k."""
+
     def pct(value: float | None) -> str:
         return "—" if value is None else f"{100 * value:5.1f}"
 
@@ -343,14 +464,18 @@ def format_ablation(document: dict[str, Any]) -> str:
         return "—" if value is None else f"{value:.1f}"
 
     config = document["config"]
-    title = (f"{document['table']} on {config['dataset']} ({len(document['categories'])} categories, "
-             f"{config['runs']} runs, {config['epochs']} epochs, backbone {config['backbone']}); AUROC % ours (paper)")
+    title = (
+        f"{document['table']} on {config['dataset']} ({len(document['categories'])} categories, "
+        f"{config['runs']} runs, {config['epochs']} epochs, backbone {config['backbone']}); AUROC % ours (paper)"
+    )
     pixel = document["table"] == "table5"
     header = f"{'row':<12} {'k':>3}  {'image':>7} {'(paper)':>8}" + (f"  {'pixel':>7} {'(paper)':>8}" if pixel else "")
     lines = [title, header, "-" * len(header)]
     for row in document["rows"]:
         name = row.get("label", row["row"])
-        line = f"{name:<12} {row['k']:>3}  {pct(row['image_auroc']):>7} {'(' + paper(row['paper_image_auroc']) + ')':>8}"
+        line = (
+            f"{name:<12} {row['k']:>3}  {pct(row['image_auroc']):>7} {'(' + paper(row['paper_image_auroc']) + ')':>8}"
+        )
         if pixel:
             line += f"  {pct(row['pixel_auroc']):>7} {'(' + paper(row['paper_pixel_auroc']) + ')':>8}"
         lines.append(line)

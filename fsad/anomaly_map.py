@@ -11,6 +11,7 @@ but it pads with ``"reflect"`` in torch's sense (``d c b | a b c d``, edge not r
 changes the values within ``radius`` pixels of the border — exactly where the maximum (the image
 score) often sits — so we gather the symmetric padding ourselves and convolve with ``conv2d``.
 """
+
 from __future__ import annotations
 
 import torch
@@ -28,8 +29,9 @@ def _symmetric_index(n: int, radius: int, device: torch.device) -> torch.Tensor:
     return torch.where(idx >= n, 2 * n - 1 - idx, idx)
 
 
-def gaussian_kernel1d(sigma: float, truncate: float = GAUSSIAN_TRUNCATE,
-                      dtype: torch.dtype = torch.float32) -> torch.Tensor:
+def gaussian_kernel1d(
+    sigma: float, truncate: float = GAUSSIAN_TRUNCATE, dtype: torch.dtype = torch.float32
+) -> torch.Tensor:
     """scipy.ndimage's 1-D Gaussian kernel: radius ``int(truncate*sigma + 0.5)``, normalised to sum 1."""
     radius = int(truncate * float(sigma) + 0.5)
     x = torch.arange(-radius, radius + 1, dtype=torch.float64)
@@ -37,8 +39,9 @@ def gaussian_kernel1d(sigma: float, truncate: float = GAUSSIAN_TRUNCATE,
     return (kernel / kernel.sum()).to(dtype)
 
 
-def gaussian_blur_maps(maps: torch.Tensor, sigma: float = ANOMALY_MAP_SIGMA,
-                       truncate: float = GAUSSIAN_TRUNCATE) -> torch.Tensor:
+def gaussian_blur_maps(
+    maps: torch.Tensor, sigma: float = ANOMALY_MAP_SIGMA, truncate: float = GAUSSIAN_TRUNCATE
+) -> torch.Tensor:
     """Blur a batch of maps like ``scipy.ndimage.gaussian_filter(map, sigma)`` does to each one.
 
     Args:
@@ -71,8 +74,9 @@ def gaussian_blur_maps(maps: torch.Tensor, sigma: float = ANOMALY_MAP_SIGMA,
     return x.squeeze(1)
 
 
-def anomaly_maps(distances: torch.Tensor, image_size: int | tuple[int, int],
-                 sigma: float = ANOMALY_MAP_SIGMA) -> torch.Tensor:
+def anomaly_maps(
+    distances: torch.Tensor, image_size: int | tuple[int, int], sigma: float = ANOMALY_MAP_SIGMA
+) -> torch.Tensor:
     """Upsample per-position distances to the image size and smooth them.
 
     Args:

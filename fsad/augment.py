@@ -10,6 +10,7 @@ images and ``V`` views, ``out[v*k:(v+1)*k]`` is view ``v`` of all ``k`` images a
 is the unchanged input. (The authors shuffle the views afterwards; the Gaussian fit does not
 depend on sample order, so we keep the order readable.)
 """
+
 from __future__ import annotations
 
 import math
@@ -25,16 +26,28 @@ AUGMENT_FAMILIES: tuple[str, ...] = ("rotation", "translation", "flip", "gray", 
 
 # Angles of the small rotations, in the authors' order (RegAD test.py).
 ROTATION_ANGLES: tuple[float, ...] = (
-    -math.pi / 4, -3 * math.pi / 16, -math.pi / 8, -math.pi / 16,
-    math.pi / 16, math.pi / 8, 3 * math.pi / 16, math.pi / 4,
+    -math.pi / 4,
+    -3 * math.pi / 16,
+    -math.pi / 8,
+    -math.pi / 16,
+    math.pi / 16,
+    math.pi / 8,
+    3 * math.pi / 16,
+    math.pi / 4,
 )
 # Diagonal translations, in the authors' order (RegAD test.py), in the units of
 # ``F.affine_grid`` (the image spans [-1, 1], i.e. 2 units). So the authors' offsets 0.2 and
 # 0.1 move the content by 0.1 and 0.05 of the image side. (Reading them as "±0.1 and ±0.2 of the
 # side" takes the grid offsets for side fractions; we reproduce the code, see docs/design.md.)
 TRANSLATION_OFFSETS: tuple[tuple[float, float], ...] = (
-    (0.2, 0.2), (-0.2, 0.2), (-0.2, -0.2), (0.2, -0.2),
-    (0.1, 0.1), (-0.1, 0.1), (-0.1, -0.1), (0.1, -0.1),
+    (0.2, 0.2),
+    (-0.2, 0.2),
+    (-0.2, -0.2),
+    (0.2, -0.2),
+    (0.1, 0.1),
+    (-0.1, 0.1),
+    (-0.1, -0.1),
+    (0.1, -0.1),
 )
 ROT90_TURNS: tuple[int, ...] = (1, 2, 3)
 
@@ -121,8 +134,9 @@ def translation_thetas(offsets: Sequence[tuple[float, float]]) -> torch.Tensor:
     return theta
 
 
-def to_grayscale_normalized(images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN,
-                            std: Sequence[float] = IMAGENET_STD) -> torch.Tensor:
+def to_grayscale_normalized(
+    images: torch.Tensor, mean: Sequence[float] = IMAGENET_MEAN, std: Sequence[float] = IMAGENET_STD
+) -> torch.Tensor:
     """Grayscale copy of ImageNet-normalised images, returned normalised again.
 
     The authors feed un-normalised [0, 1] images to ``kornia.color.rgb_to_grayscale`` and repeat
@@ -153,9 +167,7 @@ def augment_supports(images: torch.Tensor, families: Iterable[str] = AUGMENT_FAM
     """
     chosen = _check_families(families)
     if images.ndim != 4 or images.shape[1] != 3 or images.shape[2] != images.shape[3]:
-        raise ValueError(
-            f"augment_supports expects square RGB images shaped [k, 3, S, S], got {tuple(images.shape)}."
-        )
+        raise ValueError(f"augment_supports expects square RGB images shaped [k, 3, S, S], got {tuple(images.shape)}.")
     if images.shape[0] == 0:
         raise ValueError("augment_supports got zero support images; pass at least one.")
     views = [images]

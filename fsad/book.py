@@ -10,6 +10,7 @@ The site is built offline: notebooks are not re-executed (their outputs, figures
 and MathJax is served from the site (``sphinx-mathjax-offline``). Sphinx and MyST-NB come with the ``docs`` extra
 (``pip install -e ".[docs]"``).
 """
+
 from __future__ import annotations
 
 import argparse
@@ -55,8 +56,10 @@ def find_executed(executed_dir: str | Path) -> list[Path]:
     """
     root = Path(executed_dir)
     if not root.is_dir():
-        raise BookError(f"{root} does not exist: run `make demo` (or `python -m fsad demo`) first, or pass "
-                        "--executed FOLDER with executed notebooks.")
+        raise BookError(
+            f"{root} does not exist: run `make demo` (or `python -m fsad demo`) first, or pass "
+            "--executed FOLDER with executed notebooks."
+        )
     newest: dict[str, Path] = {}
     for path in sorted(root.rglob("[0-9][0-9]*_*.ipynb")):
         if ".ipynb_checkpoints" in path.parts:
@@ -87,8 +90,10 @@ def build_book(notebooks: Sequence[str | Path], out_dir: str | Path, quiet: bool
     try:
         from sphinx.cmd.build import build_main
     except ImportError as error:
-        raise BookError("Sphinx is not installed: pip install -c constraints.txt -e '.[docs]' "
-                        "(or `make venv`, which installs the docs extra).") from error
+        raise BookError(
+            "Sphinx is not installed: pip install -c constraints.txt -e '.[docs]' "
+            "(or `make venv`, which installs the docs extra)."
+        ) from error
     paths = [Path(p) for p in notebooks]
     if not paths:
         raise BookError("no notebooks to build the site from.")
@@ -122,8 +127,11 @@ def build_book(notebooks: Sequence[str | Path], out_dir: str | Path, quiet: bool
 
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m fsad.book", description=__doc__.splitlines()[0])
-    parser.add_argument("--executed", default=str(runs_dir() / "smoke"),
-                        help="folder with executed notebooks (default: runs/smoke, written by make demo)")
+    parser.add_argument(
+        "--executed",
+        default=str(runs_dir() / "smoke"),
+        help="folder with executed notebooks (default: runs/smoke, written by make demo)",
+    )
     parser.add_argument("--out", default=str(runs_dir() / "book"), help="site folder (html/ inside)")
     parser.add_argument("--verbose", action="store_true", help="show Sphinx's output")
     args = parser.parse_args(argv)

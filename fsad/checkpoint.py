@@ -24,6 +24,7 @@ objects) is refused by :func:`read_checkpoint` with one line; a v1 checkpoint is
 ``python -m fsad checkpoint convert OLD NEW`` (:func:`convert_checkpoint`), which reads it with
 ``weights_only=True`` too, allowing only the NumPy array types v1 stored its RNG state in.
 """
+
 from __future__ import annotations
 
 import json
@@ -44,8 +45,16 @@ LEGACY_FORMATS = ("fsad-checkpoint-v1",)
 #: What every checkpoint must hold (training writes these and more).
 REQUIRED_KEYS = ("model_config", "model_state", "target", "dataset", "epoch")
 
-__all__ = ["CHECKPOINT_FORMAT", "CheckpointError", "REQUIRED_KEYS", "check_compatible", "convert_checkpoint",
-           "load_model", "read_checkpoint", "save_checkpoint"]
+__all__ = [
+    "CHECKPOINT_FORMAT",
+    "CheckpointError",
+    "REQUIRED_KEYS",
+    "check_compatible",
+    "convert_checkpoint",
+    "load_model",
+    "read_checkpoint",
+    "save_checkpoint",
+]
 
 
 def _unsafe_global(error: BaseException) -> str | None:
@@ -57,8 +66,10 @@ def _unsafe_global(error: BaseException) -> str | None:
 
 
 def _convert_hint(path: Path) -> str:
-    return (f"if it is an older fsad checkpoint ({', '.join(LEGACY_FORMATS)}) that you trust, convert it once with "
-            f"`python -m fsad checkpoint convert {path} NEW.pt` and pass NEW.pt")
+    return (
+        f"if it is an older fsad checkpoint ({', '.join(LEGACY_FORMATS)}) that you trust, convert it once with "
+        f"`python -m fsad checkpoint convert {path} NEW.pt` and pass NEW.pt"
+    )
 
 
 # --------------------------------------------------------------------------- encoding
@@ -91,8 +102,9 @@ def _decode(value: Any, tensors: dict[str, torch.Tensor], path: Path) -> Any:
         if set(value) == {"__tensor__"}:
             name = value["__tensor__"]
             if name not in tensors:
-                raise CheckpointError(f"Checkpoint {path} is incomplete: tensor {name!r} is missing. "
-                                      "Re-train it or copy the file again.")
+                raise CheckpointError(
+                    f"Checkpoint {path} is incomplete: tensor {name!r} is missing. Re-train it or copy the file again."
+                )
             return tensors[name]
         if set(value) == {"__int_keys__"}:
             return {int(key): _decode(item, tensors, path) for key, item in value["__int_keys__"].items()}
@@ -126,29 +138,39 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Checkpoint {path} does not exist. Train one with `python -m fsad train ... --out DIR` "
-                              "and pass DIR/last.pt, or evaluate without --checkpoint (the training-free 'A' row).")
+        raise CheckpointError(
+            f"Checkpoint {path} does not exist. Train one with `python -m fsad train ... --out DIR` "
+            "and pass DIR/last.pt, or evaluate without --checkpoint (the training-free 'A' row)."
+        )
     try:
         raw = torch.load(path, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         needed = _unsafe_global(error)
         if needed is None:
-            raise CheckpointError(f"Checkpoint {path} cannot be read ({str(error).splitlines()[0] if str(error) else ''}); "
-                                  "it may be truncated or not a fsad checkpoint.") from None
-        raise CheckpointError(f"Checkpoint {path} is not a {CHECKPOINT_FORMAT} file: loading it would unpickle "
-                              f"{needed}, and the kit never runs pickled code from a file; "
-                              f"{_convert_hint(path)}.") from None
+            raise CheckpointError(
+                f"Checkpoint {path} cannot be read ({str(error).splitlines()[0] if str(error) else ''}); "
+                "it may be truncated or not a fsad checkpoint."
+            ) from None
+        raise CheckpointError(
+            f"Checkpoint {path} is not a {CHECKPOINT_FORMAT} file: loading it would unpickle "
+            f"{needed}, and the kit never runs pickled code from a file; "
+            f"{_convert_hint(path)}."
+        ) from None
     except Exception as error:  # noqa: BLE001 - zip errors, truncation, EOF: all mean "unreadable"
-        raise CheckpointError(f"Checkpoint {path} cannot be read ({type(error).__name__}: "
-                              f"{str(error).splitlines()[0] if str(error) else ''}); "
-                              "it may be truncated or not a fsad checkpoint.") from None
+        raise CheckpointError(
+            f"Checkpoint {path} cannot be read ({type(error).__name__}: "
+            f"{str(error).splitlines()[0] if str(error) else ''}); "
+            "it may be truncated or not a fsad checkpoint."
+        ) from None
     if isinstance(raw, dict) and raw.get("format") in LEGACY_FORMATS:
         raise CheckpointError(f"Checkpoint {path} is in the old {raw['format']} format; {_convert_hint(path)}.")
     if not isinstance(raw, dict) or raw.get("format") != CHECKPOINT_FORMAT:
         raise CheckpointError(f"{path} is not a {CHECKPOINT_FORMAT} checkpoint written by `python -m fsad train`.")
     if not isinstance(raw.get("metadata"), str) or not isinstance(raw.get("tensors"), dict):
-        raise CheckpointError(f"Checkpoint {path} has the {CHECKPOINT_FORMAT} tag but lacks its 'metadata' (JSON "
-                              "string) or 'tensors' (dict) entry; re-train it or copy the file again.")
+        raise CheckpointError(
+            f"Checkpoint {path} has the {CHECKPOINT_FORMAT} tag but lacks its 'metadata' (JSON "
+            "string) or 'tensors' (dict) entry; re-train it or copy the file again."
+        )
     try:
         metadata = json.loads(raw["metadata"])
     except json.JSONDecodeError as error:
@@ -158,8 +180,10 @@ def read_checkpoint(path: str | Path) -> dict[str, Any]:
     payload = {"format": CHECKPOINT_FORMAT, **_decode(metadata, raw["tensors"], path)}
     missing = [key for key in REQUIRED_KEYS if key not in payload]
     if missing:
-        raise CheckpointError(f"Checkpoint {path} lacks the key(s) {', '.join(missing)}; it was not written by "
-                              "`python -m fsad train` (or was edited). Re-train it.")
+        raise CheckpointError(
+            f"Checkpoint {path} lacks the key(s) {', '.join(missing)}; it was not written by "
+            "`python -m fsad train` (or was edited). Re-train it."
+        )
     if not isinstance(payload["model_config"], dict) or not isinstance(payload["model_state"], dict):
         raise CheckpointError(f"Checkpoint {path}: model_config and model_state must be dicts.")
     return payload
@@ -179,9 +203,12 @@ def check_compatible(payload: dict[str, Any], path: str | Path, **expected: Any)
         if have != want:
             problems.append(f"{key}: checkpoint has {have!r}, requested {want!r}")
     if problems:
-        raise CheckpointError(f"Checkpoint {path} does not match the request: " + "; ".join(problems) +
-                              ". Pass matching options (e.g. --stn-mode / --backbone / --attention / --dcn), "
-                              "or train a checkpoint for this setting.")
+        raise CheckpointError(
+            f"Checkpoint {path} does not match the request: "
+            + "; ".join(problems)
+            + ". Pass matching options (e.g. --stn-mode / --backbone / --attention / --dcn), "
+            "or train a checkpoint for this setting."
+        )
 
 
 def load_model(payload: dict[str, Any], path: str | Path | None = None) -> torch.nn.Module:
@@ -202,8 +229,10 @@ def load_model(payload: dict[str, Any], path: str | Path | None = None) -> torch
         model.load_state_dict(payload["model_state"])
     except RuntimeError as error:  # load_state_dict's report of missing/unexpected keys and shape mismatches
         detail = " ".join(str(error).split())
-        raise CheckpointError(f"Checkpoint {where}: its weights do not fit its model_config ({detail[:300]}"
-                              f"{' ...' if len(detail) > 300 else ''}). Re-train it or copy the file again.") from None
+        raise CheckpointError(
+            f"Checkpoint {where}: its weights do not fit its model_config ({detail[:300]}"
+            f"{' ...' if len(detail) > 300 else ''}). Re-train it or copy the file again."
+        ) from None
     return model
 
 
@@ -235,11 +264,14 @@ def convert_checkpoint(old: str | Path, new: str | Path, overwrite: bool = False
             payload = torch.load(old, map_location="cpu", weights_only=True)
     except pickle.UnpicklingError as error:
         needed = _unsafe_global(error) or "unreadable pickle data"
-        raise CheckpointError(f"{old} holds {needed}, which a {LEGACY_FORMATS[-1]} checkpoint does not; it is not "
-                              "converted (nothing in it was run).") from None
+        raise CheckpointError(
+            f"{old} holds {needed}, which a {LEGACY_FORMATS[-1]} checkpoint does not; it is not "
+            "converted (nothing in it was run)."
+        ) from None
     except Exception as error:  # noqa: BLE001 - truncated / not a torch file
-        raise CheckpointError(f"Checkpoint {old} cannot be read ({type(error).__name__}); "
-                              "it may be truncated or not a fsad checkpoint.") from None
+        raise CheckpointError(
+            f"Checkpoint {old} cannot be read ({type(error).__name__}); it may be truncated or not a fsad checkpoint."
+        ) from None
     if not isinstance(payload, dict) or payload.get("format") not in LEGACY_FORMATS + (CHECKPOINT_FORMAT,):
         raise CheckpointError(f"{old} is not a fsad checkpoint ({', '.join(LEGACY_FORMATS)}).")
     if payload.get("format") == CHECKPOINT_FORMAT:

@@ -3,6 +3,7 @@
 All argparse code of the kit lives in this module and nothing in ``fsad`` imports it (no import cycle):
 the library takes config dataclasses, this module turns arguments into them.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -26,11 +27,18 @@ class HelpFormatter(argparse.ArgumentDefaultsHelpFormatter, argparse.RawDescript
         return super()._get_help_string(action)
 
 
-def add_command(commands: Any, name: str, help: str, example: str, description: str | None = None,
-                **kwargs: Any) -> argparse.ArgumentParser:
+def add_command(
+    commands: Any, name: str, help: str, example: str, description: str | None = None, **kwargs: Any
+) -> argparse.ArgumentParser:
     """A subcommand with a one-line help, a description and an example (shown by ``--help``)."""
-    return commands.add_parser(name, help=help, description=description or help[0].upper() + help[1:] + ".",
-                               epilog=f"example:\n  {example}", formatter_class=HelpFormatter, **kwargs)
+    return commands.add_parser(
+        name,
+        help=help,
+        description=description or help[0].upper() + help[1:] + ".",
+        epilog=f"example:\n  {example}",
+        formatter_class=HelpFormatter,
+        **kwargs,
+    )
 
 
 def add_model_options(parser: argparse.ArgumentParser) -> None:
@@ -38,17 +46,29 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
     from fsad.models.backbone import backbone_names
     from fsad.models.stn import STN_MODES
 
-    parser.add_argument("--backbone", choices=("auto", *backbone_names()), default="auto",
-                        help="feature extractor; auto: resnet18 (the paper's) when its ImageNet file is cached, "
-                             "else mobilenet_v2 (ImageNet weights ship with the kit); the choice is printed and "
-                             "recorded")
-    parser.add_argument("--weights", default="imagenet",
-                        help="imagenet (torchvision's file / the shipped ONNX), random (explicit), or a state-dict PATH")
-    parser.add_argument("--stn-mode", choices=sorted(STN_MODES), default="rotation_scale",
-                        help="STN transformation family (RegAD Table 6)")
+    parser.add_argument(
+        "--backbone",
+        choices=("auto", *backbone_names()),
+        default="auto",
+        help="feature extractor; auto: resnet18 (the paper's) when its ImageNet file is cached, "
+        "else mobilenet_v2 (ImageNet weights ship with the kit); the choice is printed and "
+        "recorded",
+    )
+    parser.add_argument(
+        "--weights",
+        default="imagenet",
+        help="imagenet (torchvision's file / the shipped ONNX), random (explicit), or a state-dict PATH",
+    )
+    parser.add_argument(
+        "--stn-mode",
+        choices=sorted(STN_MODES),
+        default="rotation_scale",
+        help="STN transformation family (RegAD Table 6)",
+    )
     parser.add_argument("--no-stn", action="store_true", help="no STN after the stages (the 'S' ablation off)")
-    parser.add_argument("--attention", choices=("none", "tam", "mam"), default="none",
-                        help="RCM-FSAD attention on the input image")
+    parser.add_argument(
+        "--attention", choices=("none", "tam", "mam"), default="none", help="RCM-FSAD attention on the input image"
+    )
     parser.add_argument("--dcn", action="store_true", help="RCM-FSAD: modulated deformable conv in the Siamese encoder")
     parser.add_argument("--image-size", type=int, default=224, help="input side in pixels (a multiple of 32)")
     parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
@@ -57,8 +77,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--data-root", required=True, help="dataset root in MVTec layout (<root>/<category>/...)")
-    parser.add_argument("--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True,
-                        help="which dataset the root holds (selects the published support manifests)")
+    parser.add_argument(
+        "--dataset",
+        choices=("mvtec", "mpdd", "synthetic"),
+        required=True,
+        help="which dataset the root holds (selects the published support manifests)",
+    )
 
 
 def add_train_options(parser: argparse.ArgumentParser, epochs: int | None = None) -> None:
@@ -78,12 +102,19 @@ def add_train_options(parser: argparse.ArgumentParser, epochs: int | None = None
     parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="SGD learning rate")
     parser.add_argument("--momentum", type=float, default=DEFAULT_MOMENTUM, help="SGD momentum")
     parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, help="SGD weight decay")
-    parser.add_argument("--pairing", choices=PAIRINGS, default="pair",
-                        help="pair: two images of a category; mean-of-k: query vs the mean of k supports' "
-                             "registered layer-3 features (the authors' code)")
+    parser.add_argument(
+        "--pairing",
+        choices=PAIRINGS,
+        default="pair",
+        help="pair: two images of a category; mean-of-k: query vs the mean of k supports' "
+        "registered layer-3 features (the authors' code)",
+    )
     parser.add_argument("--support-k", type=int, default=DEFAULT_SUPPORT_K, help="k of --pairing mean-of-k")
-    parser.add_argument("--train-backbone", action="store_true",
-                        help="fine-tune the backbone too (the authors' code does; frozen by default)")
+    parser.add_argument(
+        "--train-backbone",
+        action="store_true",
+        help="fine-tune the backbone too (the authors' code does; frozen by default)",
+    )
     parser.add_argument("--max-steps-per-epoch", type=int, help="cut each epoch after N batches (smoke runs)")
     parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (0 caches images in memory)")
 
@@ -94,71 +125,113 @@ def resolve_backbone(args: argparse.Namespace) -> None:
         from fsad.weights import default_backbone
 
         args.backbone = default_backbone()
-        reason = ("ResNet-18's ImageNet file is cached" if args.backbone == "resnet18"
-                  else "ResNet-18's ImageNet file is not cached; MobileNetV2's ships with the kit")
+        reason = (
+            "ResNet-18's ImageNet file is cached"
+            if args.backbone == "resnet18"
+            else "ResNet-18's ImageNet file is not cached; MobileNetV2's ships with the kit"
+        )
         print(f"backbone: auto -> {args.backbone} ({reason})")
 
 
 def add_executor_options(parser: argparse.ArgumentParser) -> None:
     """Where tasks run (batch, reproduce): here one after another, or as Ray tasks (fsad/ray_executor.py)."""
-    parser.add_argument("--executor", choices=("local", "ray"), default="local",
-                        help="local: one task after another in this process; ray: one Ray task each (needs the "
-                             "distributed extra)")
-    parser.add_argument("--address", help="ray: cluster to join (auto, HOST:PORT); default: start a local Ray "
-                                          "for the run")
+    parser.add_argument(
+        "--executor",
+        choices=("local", "ray"),
+        default="local",
+        help="local: one task after another in this process; ray: one Ray task each (needs the distributed extra)",
+    )
+    parser.add_argument(
+        "--address", help="ray: cluster to join (auto, HOST:PORT); default: start a local Ray for the run"
+    )
     parser.add_argument("--gpus-per-job", type=float, default=0, help="ray: GPUs each task reserves")
-    parser.add_argument("--cpus-per-job", type=float,
-                        help="CPUs each task reserves on Ray (default 1) and its torch threads (default: Ray's 1, "
-                             "all cores locally); the same value on both executors gives bit-identical numbers")
-    parser.add_argument("--max-retries", type=int, default=2,
-                        help="ray: re-runs of a task whose worker died before it is recorded as failed")
+    parser.add_argument(
+        "--cpus-per-job",
+        type=float,
+        help="CPUs each task reserves on Ray (default 1) and its torch threads (default: Ray's 1, "
+        "all cores locally); the same value on both executors gives bit-identical numbers",
+    )
+    parser.add_argument(
+        "--max-retries",
+        type=int,
+        default=2,
+        help="ray: re-runs of a task whose worker died before it is recorded as failed",
+    )
 
 
 def build_parser() -> argparse.ArgumentParser:
     from fsad.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMATS
     from fsad.patchcore import BORDERS, IMAGE_SCORES
 
-    parser = argparse.ArgumentParser(prog=PROG, description=__doc__.split("\n\n")[0], formatter_class=HelpFormatter,
-                                     epilog=f"run '{PROG} COMMAND --help' for a command's options and an example")
+    parser = argparse.ArgumentParser(
+        prog=PROG,
+        description=__doc__.split("\n\n")[0],
+        formatter_class=HelpFormatter,
+        epilog=f"run '{PROG} COMMAND --help' for a command's options and an example",
+    )
     commands = parser.add_subparsers(dest="command", required=True, metavar="COMMAND")
 
     evaluate = add_command(
-        commands, "evaluate", "few-shot evaluation over categories x k x runs (RegAD, PaDiM-k, PatchCore-k)",
+        commands,
+        "evaluate",
+        "few-shot evaluation over categories x k x runs (RegAD, PaDiM-k, PatchCore-k)",
         f"{PROG} evaluate --data-root data/mvtec --dataset mvtec --categories bottle --k 2 4 8 --out runs/bottle.json",
         description="Fit each method on k support images (published manifests), score the test set, write image "
-                    "AUROC, pixel AUROC, AUPRO and timings per (category, k, run) to a results JSON and a CSV "
-                    "summary beside it. An existing --out is refused unless --resume or --overwrite is given.")
+        "AUROC, pixel AUROC, AUPRO and timings per (category, k, run) to a results JSON and a CSV "
+        "summary beside it. An existing --out is refused unless --resume or --overwrite is given.",
+    )
     add_data_options(evaluate)
     evaluate.add_argument("--categories", nargs="+", required=True, help="categories to evaluate")
     evaluate.add_argument("--k", nargs="+", type=int, default=[2, 4, 8], help="support-set sizes")
     evaluate.add_argument("--runs", type=int, default=10, help="support sets per k (the paper: 10)")
-    evaluate.add_argument("--method", choices=("regad", "padim", "patchcore"), default="regad",
-                          help="regad (augmented Gaussian, optional trained STNs), padim or patchcore")
+    evaluate.add_argument(
+        "--method",
+        choices=("regad", "padim", "patchcore"),
+        default="regad",
+        help="regad (augmented Gaussian, optional trained STNs), padim or patchcore",
+    )
     evaluate.add_argument("--manifest", help="support-set manifest JSON (default: committed one, else from the root)")
     evaluate.add_argument("--checkpoint", help="registration-trained checkpoint (default: untrained, the 'A' row)")
     evaluate.add_argument("--no-augment", action="store_true", help="no support augmentation (the 'none' row)")
-    evaluate.add_argument("--augment", nargs="+", choices=AUGMENT_FAMILIES + ("all",),
-                          help=f"augmentation families ({', '.join(AUGMENT_FAMILIES)}, or all); default: all for "
-                               "regad/padim, none for patchcore")
+    evaluate.add_argument(
+        "--augment",
+        nargs="+",
+        choices=AUGMENT_FAMILIES + ("all",),
+        help=f"augmentation families ({', '.join(AUGMENT_FAMILIES)}, or all); default: all for "
+        "regad/padim, none for patchcore",
+    )
     evaluate.add_argument("--channel-subset", type=int, help="PaDiM's random channel subset size d")
     evaluate.add_argument("--coreset-ratio", type=float, help="PatchCore greedy coreset ratio (default: full bank)")
-    evaluate.add_argument("--patchcore-border", choices=BORDERS, default=BORDERS[0],
-                          help="PatchCore 3x3 average at the border: zero padding counted (the authors') "
-                               "or only the existing neighbours")
-    evaluate.add_argument("--patchcore-image-score", choices=IMAGE_SCORES, default=IMAGE_SCORES[0],
-                          help="PatchCore image score: max of the raw patch scores (the paper's), max of "
-                               "the blurred map, or Eq. 7 reweighting")
+    evaluate.add_argument(
+        "--patchcore-border",
+        choices=BORDERS,
+        default=BORDERS[0],
+        help="PatchCore 3x3 average at the border: zero padding counted (the authors') or only the existing neighbours",
+    )
+    evaluate.add_argument(
+        "--patchcore-image-score",
+        choices=IMAGE_SCORES,
+        default=IMAGE_SCORES[0],
+        help="PatchCore image score: max of the raw patch scores (the paper's), max of "
+        "the blurred map, or Eq. 7 reweighting",
+    )
     evaluate.add_argument("--out", required=True, help="results JSON (a CSV summary is written beside it)")
     evaluate.add_argument("--resume", action="store_true", help="skip cells already in --out (same options)")
-    evaluate.add_argument("--overwrite", action="store_true",
-                          help="replace an existing --out (without it, or --resume, an existing file is refused)")
+    evaluate.add_argument(
+        "--overwrite",
+        action="store_true",
+        help="replace an existing --out (without it, or --resume, an existing file is refused)",
+    )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     train = add_command(
-        commands, "train", "leave-one-category-out registration training (SimSiam + STNs, RegAD Sec. 4.1)",
-        f"{PROG} train --data-root data/mvtec --dataset mvtec --target bottle --epochs 50 --out runs/train/bottle")
+        commands,
+        "train",
+        "leave-one-category-out registration training (SimSiam + STNs, RegAD Sec. 4.1)",
+        f"{PROG} train --data-root data/mvtec --dataset mvtec --target bottle --epochs 50 --out runs/train/bottle",
+    )
     add_data_options(train)
     train.add_argument("--target", required=True, help="the category left out (evaluate it with the checkpoint)")
     train.add_argument("--train-categories", nargs="+", help="train on these only (default: all but --target)")
@@ -172,59 +245,96 @@ def build_parser() -> argparse.ArgumentParser:
 
     _add_ablation(commands)
 
-    checkpoint = add_command(commands, "checkpoint", "checkpoint utilities (convert old checkpoints)",
-                             f"{PROG} checkpoint convert runs/train/bottle/last.pt runs/train/bottle/last_v2.pt")
+    checkpoint = add_command(
+        commands,
+        "checkpoint",
+        "checkpoint utilities (convert old checkpoints)",
+        f"{PROG} checkpoint convert runs/train/bottle/last.pt runs/train/bottle/last_v2.pt",
+    )
     actions = checkpoint.add_subparsers(dest="action", required=True, metavar="ACTION")
     convert = add_command(
-        actions, "convert", f"convert a {', '.join(LEGACY_FORMATS)} checkpoint to {CHECKPOINT_FORMAT}",
+        actions,
+        "convert",
+        f"convert a {', '.join(LEGACY_FORMATS)} checkpoint to {CHECKPOINT_FORMAT}",
         f"{PROG} checkpoint convert runs/train/bottle/last.pt runs/train/bottle/last_v2.pt",
         description=f"Convert an older fsad checkpoint ({', '.join(LEGACY_FORMATS)}, a pickled dict) into the safe "
-                    f"{CHECKPOINT_FORMAT} format that evaluate/train read. OLD is read with "
-                    "torch.load(weights_only=True), allowing only the NumPy array types v1 stored its RNG state in: "
-                    "no other pickled object is rebuilt, so a file that needs more is refused, never run. "
-                    "Convert only files you asked to convert.")
+        f"{CHECKPOINT_FORMAT} format that evaluate/train read. OLD is read with "
+        "torch.load(weights_only=True), allowing only the NumPy array types v1 stored its RNG state in: "
+        "no other pickled object is rebuilt, so a file that needs more is refused, never run. "
+        "Convert only files you asked to convert.",
+    )
     convert.add_argument("old", help=f"the {', '.join(LEGACY_FORMATS)} checkpoint (e.g. runs/train/weave/last.pt)")
     convert.add_argument("new", help=f"where to write the {CHECKPOINT_FORMAT} checkpoint")
     convert.add_argument("--overwrite", action="store_true", help="replace NEW if it exists")
     convert.set_defaults(func=cmd_checkpoint_convert)
 
-    batch = add_command(commands, "batch", "run notebooks over a parameter grid with papermill",
-                        f"{PROG} batch notebooks/grids/table5.yaml --resume --set device=cuda")
+    batch = add_command(
+        commands,
+        "batch",
+        "run notebooks over a parameter grid with papermill",
+        f"{PROG} batch notebooks/grids/table5.yaml --resume --set device=cuda",
+    )
     batch.add_argument("grid", help="grid YAML (see notebooks/grids/)")
     batch.add_argument("--resume", action="store_true", help="skip executions that already finished")
-    batch.add_argument("--runs-dir", help="results go to RUNS_DIR/<grid name>/ (default: $FSAD_RUNS_DIR, else runs/ "
-                       "in a source checkout, else ./runs)")
+    batch.add_argument(
+        "--runs-dir",
+        help="results go to RUNS_DIR/<grid name>/ (default: $FSAD_RUNS_DIR, else runs/ "
+        "in a source checkout, else ./runs)",
+    )
     # One KEY=VALUE per --set (repeat the flag): nargs="*" would swallow a grid path written after it.
-    batch.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
-                       help="override a parameter in every execution (value parsed as YAML); repeat for several")
+    batch.add_argument(
+        "--set",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a parameter in every execution (value parsed as YAML); repeat for several",
+    )
     add_executor_options(batch)
     batch.set_defaults(func=cmd_batch)
 
     _add_reproduce(commands)
 
-    report = add_command(commands, "report", "markdown tables of results files (methods side by side, paper beside)",
-                         f"{PROG} report figures/results/mobilenet_v2 --macro")
+    report = add_command(
+        commands,
+        "report",
+        "markdown tables of results files (methods side by side, paper beside)",
+        f"{PROG} report figures/results/mobilenet_v2 --macro",
+    )
     report.add_argument("sources", nargs="+", help="results JSON files or folders (searched recursively)")
-    report.add_argument("--metrics", nargs="+", default=["image_auroc", "pixel_auroc", "aupro"],
-                        choices=("image_auroc", "pixel_auroc", "aupro", "f1_max"), help="metric columns")
+    report.add_argument(
+        "--metrics",
+        nargs="+",
+        default=["image_auroc", "pixel_auroc", "aupro"],
+        choices=("image_auroc", "pixel_auroc", "aupro", "f1_max"),
+        help="metric columns",
+    )
     report.add_argument("--methods", nargs="+", help="column order (default: as found)")
     report.add_argument("--macro", action="store_true", help="add macro-average rows (for whole datasets)")
     report.set_defaults(func=cmd_report)
 
-    demo = add_command(commands, "demo", "every notebook in smoke mode on the embedded synthetic set (make demo)",
-                       f"{PROG} demo --resume")
-    demo.add_argument("--runs-dir", help="outputs go to RUNS_DIR/smoke/ (default: $FSAD_RUNS_DIR, else runs/ in a "
-                      "source checkout, else ./runs)")
+    demo = add_command(
+        commands,
+        "demo",
+        "every notebook in smoke mode on the embedded synthetic set (make demo)",
+        f"{PROG} demo --resume",
+    )
+    demo.add_argument(
+        "--runs-dir",
+        help="outputs go to RUNS_DIR/smoke/ (default: $FSAD_RUNS_DIR, else runs/ in a source checkout, else ./runs)",
+    )
     demo.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
     demo.add_argument("--resume", action="store_true", help="skip notebooks that already ran")
     demo.set_defaults(func=cmd_demo)
 
     notebooks = add_command(
-        commands, "notebooks", "copy the tutorials (and grids/) to a folder of your own, outputs cleared",
+        commands,
+        "notebooks",
+        "copy the tutorials (and grids/) to a folder of your own, outputs cleared",
         f"{PROG} notebooks --student course/",
         description="Copy the kit's notebooks and grids/ to DIR with outputs cleared; --student also drops the "
-                    "cells tagged 'solution'. An installed kit keeps its notebooks inside the package: run them "
-                    "from such a copy.")
+        "cells tagged 'solution'. An installed kit keeps its notebooks inside the package: run them "
+        "from such a copy.",
+    )
     notebooks.add_argument("dir", metavar="DIR", help="destination folder (created if missing)")
     notebooks.add_argument("--student", action="store_true", help="leave out the exercise solutions")
     notebooks.add_argument("--force", action="store_true", help="overwrite notebooks already in DIR")
@@ -236,16 +346,21 @@ def _add_ablation(commands: Any) -> None:
     """``python -m fsad ablation {table5,table6,table7}``."""
     from fsad.ablation import TABLE5_KS, TABLE6_KS
 
-    ablation = add_command(commands, "ablation",
-                           "ablation grids: RegAD Table 5 (A/F/S), Table 6 (STN modes), RCM-FSAD Table 7",
-                           f"{PROG} ablation table5 --data-root data/mvtec --dataset mvtec --out runs/table5")
+    ablation = add_command(
+        commands,
+        "ablation",
+        "ablation grids: RegAD Table 5 (A/F/S), Table 6 (STN modes), RCM-FSAD Table 7",
+        f"{PROG} ablation table5 --data-root data/mvtec --dataset mvtec --out runs/table5",
+    )
     tables = ablation.add_subparsers(dest="table", required=True, metavar="TABLE")
-    for name, ks, help_text in (("table5", TABLE5_KS, "RegAD Table 5: rows none, A, F, F+S, A+F, A+F+S for each k"),
-                                ("table6", TABLE6_KS, "RegAD Table 6: A+F with no STN and each of the 9 STN modes"),
-                                ("table7", TABLE5_KS, "RCM-FSAD Table 7: A+F+S with R18, +TAM, +MAM, +DCNv2, "
-                                                      "+MAM+DCNv2")):
-        table = add_command(tables, name, help_text,
-                            f"{PROG} ablation {name} --data-root data/mvtec --dataset mvtec --out runs/{name}")
+    for name, ks, help_text in (
+        ("table5", TABLE5_KS, "RegAD Table 5: rows none, A, F, F+S, A+F, A+F+S for each k"),
+        ("table6", TABLE6_KS, "RegAD Table 6: A+F with no STN and each of the 9 STN modes"),
+        ("table7", TABLE5_KS, "RCM-FSAD Table 7: A+F+S with R18, +TAM, +MAM, +DCNv2, +MAM+DCNv2"),
+    ):
+        table = add_command(
+            tables, name, help_text, f"{PROG} ablation {name} --data-root data/mvtec --dataset mvtec --out runs/{name}"
+        )
         add_data_options(table)
         table.add_argument("--categories", nargs="+", help="evaluated (left-out) categories; default: all present")
         table.add_argument("--k", nargs="+", type=int, default=list(ks), help="support-set sizes")
@@ -264,17 +379,25 @@ def _add_reproduce(commands: Any) -> None:
     from fsad.models.backbone import backbone_names
 
     parser = add_command(
-        commands, "reproduce", "the paper's full protocol: leave-one-out trainings, evaluations, tables",
+        commands,
+        "reproduce",
+        "the paper's full protocol: leave-one-out trainings, evaluations, tables",
         f"{PROG} reproduce --dataset mvtec --data-root data/mvtec_ad --out runs/reproduce_mvtec --executor ray --dry-run",
         description="One leave-one-out training per target category, each target's evaluation as soon as its model "
-                    "is ready, then the tables beside the paper's numbers. Resumable task by task; --dry-run prints "
-                    "the plan and its estimated cost.")
-    parser.add_argument("--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True,
-                        help="which dataset the root holds")
+        "is ready, then the tables beside the paper's numbers. Resumable task by task; --dry-run prints "
+        "the plan and its estimated cost.",
+    )
+    parser.add_argument(
+        "--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True, help="which dataset the root holds"
+    )
     parser.add_argument("--data-root", required=True, help="dataset root in MVTec layout")
     parser.add_argument("--targets", nargs="+", help="target categories (default: every category under the root)")
-    parser.add_argument("--backbone", choices=("auto", *backbone_names()), default="auto",
-                        help="feature extractor (auto: resnet18 when its ImageNet file is cached, else mobilenet_v2)")
+    parser.add_argument(
+        "--backbone",
+        choices=("auto", *backbone_names()),
+        default="auto",
+        help="feature extractor (auto: resnet18 when its ImageNet file is cached, else mobilenet_v2)",
+    )
     parser.add_argument("--weights", default="imagenet", help="imagenet, random (explicit) or a state-dict PATH")
     parser.add_argument("--epochs", type=int, default=50, help="registration training epochs (paper: 50)")
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per batch")
@@ -317,13 +440,30 @@ def evaluation_config(args: argparse.Namespace) -> Any:
         families = [] if args.method == "patchcore" else list(AUGMENT_FAMILIES)
     stn_mode = None if getattr(args, "no_stn", False) else args.stn_mode
     return EvaluationConfig(
-        data_root=args.data_root, dataset=args.dataset, categories=list(args.categories), ks=list(args.k),
-        runs=args.runs, out=args.out, method=args.method, backbone=args.backbone, weights=args.weights,
-        checkpoint=args.checkpoint, stn_mode=stn_mode, augment_families=list(families),
-        image_size=args.image_size, manifest=args.manifest, channel_subset=args.channel_subset,
-        coreset_ratio=args.coreset_ratio, attention=args.attention, dcn=args.dcn, device=args.device,
-        patchcore_border=args.patchcore_border, patchcore_image_score=args.patchcore_image_score,
-        seed=args.seed, resume=args.resume, overwrite=args.overwrite,
+        data_root=args.data_root,
+        dataset=args.dataset,
+        categories=list(args.categories),
+        ks=list(args.k),
+        runs=args.runs,
+        out=args.out,
+        method=args.method,
+        backbone=args.backbone,
+        weights=args.weights,
+        checkpoint=args.checkpoint,
+        stn_mode=stn_mode,
+        augment_families=list(families),
+        image_size=args.image_size,
+        manifest=args.manifest,
+        channel_subset=args.channel_subset,
+        coreset_ratio=args.coreset_ratio,
+        attention=args.attention,
+        dcn=args.dcn,
+        device=args.device,
+        patchcore_border=args.patchcore_border,
+        patchcore_image_score=args.patchcore_image_score,
+        seed=args.seed,
+        resume=args.resume,
+        overwrite=args.overwrite,
     )
 
 
@@ -333,13 +473,31 @@ def train_config(args: argparse.Namespace) -> Any:
     from fsad.train import TrainConfig
 
     return TrainConfig(
-        data_root=args.data_root, dataset=args.dataset, target=args.target, out=args.out,
-        stn_mode=None if args.no_stn else args.stn_mode, epochs=args.epochs, batch_size=args.batch_size,
-        lr=args.lr, momentum=args.momentum, weight_decay=args.weight_decay, image_size=args.image_size,
-        pairing=args.pairing, support_k=args.support_k, backbone=args.backbone, weights=args.weights,
-        attention=args.attention, dcn=args.dcn, train_backbone=args.train_backbone,
-        train_categories=args.train_categories, device=args.device, seed=args.seed, resume=args.resume,
-        max_steps_per_epoch=args.max_steps_per_epoch, keep_epochs=args.keep_epochs, num_workers=args.num_workers,
+        data_root=args.data_root,
+        dataset=args.dataset,
+        target=args.target,
+        out=args.out,
+        stn_mode=None if args.no_stn else args.stn_mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        image_size=args.image_size,
+        pairing=args.pairing,
+        support_k=args.support_k,
+        backbone=args.backbone,
+        weights=args.weights,
+        attention=args.attention,
+        dcn=args.dcn,
+        train_backbone=args.train_backbone,
+        train_categories=args.train_categories,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        keep_epochs=args.keep_epochs,
+        num_workers=args.num_workers,
     )
 
 
@@ -350,16 +508,38 @@ def ablation_config(args: argparse.Namespace) -> Any:
     from fsad.errors import ConfigError
 
     if getattr(args, "no_stn", False):
-        raise ConfigError("--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
-                          "Use --stn-mode to choose the STN of Table 5's 'S' rows.")
+        raise ConfigError(
+            "--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
+            "Use --stn-mode to choose the STN of Table 5's 'S' rows."
+        )
     return AblationConfig(
-        data_root=args.data_root, dataset=args.dataset, out=args.out, categories=args.categories, ks=list(args.k),
-        runs=args.runs, stn_mode=args.stn_mode, epochs=args.epochs, batch_size=args.batch_size, lr=args.lr,
-        momentum=args.momentum, weight_decay=args.weight_decay, pairing=args.pairing, support_k=args.support_k,
-        train_backbone=args.train_backbone, max_steps_per_epoch=args.max_steps_per_epoch,
-        num_workers=args.num_workers, image_size=args.image_size, backbone=args.backbone, weights=args.weights,
-        attention=args.attention, dcn=args.dcn, manifest=args.manifest, device=args.device, seed=args.seed,
-        resume=args.resume)
+        data_root=args.data_root,
+        dataset=args.dataset,
+        out=args.out,
+        categories=args.categories,
+        ks=list(args.k),
+        runs=args.runs,
+        stn_mode=args.stn_mode,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        lr=args.lr,
+        momentum=args.momentum,
+        weight_decay=args.weight_decay,
+        pairing=args.pairing,
+        support_k=args.support_k,
+        train_backbone=args.train_backbone,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        num_workers=args.num_workers,
+        image_size=args.image_size,
+        backbone=args.backbone,
+        weights=args.weights,
+        attention=args.attention,
+        dcn=args.dcn,
+        manifest=args.manifest,
+        device=args.device,
+        seed=args.seed,
+        resume=args.resume,
+    )
 
 
 def reproduce_config(args: argparse.Namespace) -> Any:
@@ -371,11 +551,23 @@ def reproduce_config(args: argparse.Namespace) -> Any:
     if args.out is None:
         args.out = str(runs_dir() / "reproduce")
     threads = max(1, int(args.cpus_per_job)) if args.cpus_per_job else None
-    return ReproduceConfig(data_root=args.data_root, dataset=args.dataset, out=args.out, targets=args.targets,
-                           epochs=args.epochs, batch_size=args.batch_size,
-                           max_steps_per_epoch=args.max_steps_per_epoch, ks=list(args.k), runs=args.runs,
-                           backbone=args.backbone, weights=args.weights, image_size=args.image_size,
-                           device=args.device, seed=args.seed, threads=threads)
+    return ReproduceConfig(
+        data_root=args.data_root,
+        dataset=args.dataset,
+        out=args.out,
+        targets=args.targets,
+        epochs=args.epochs,
+        batch_size=args.batch_size,
+        max_steps_per_epoch=args.max_steps_per_epoch,
+        ks=list(args.k),
+        runs=args.runs,
+        backbone=args.backbone,
+        weights=args.weights,
+        image_size=args.image_size,
+        device=args.device,
+        seed=args.seed,
+        threads=threads,
+    )
 
 
 # --------------------------------------------------------------------------- commands
@@ -389,17 +581,18 @@ def cmd_reproduce(args: argparse.Namespace) -> int:
     if args.dry_run:
         print(format_plan(dry_run_plan(config, gpus_per_job=args.gpus_per_job or 1)))
         return 0
-    options = RayOptions(address=args.address, num_cpus=args.cpus_per_job or 1, num_gpus=args.gpus_per_job,
-                         max_retries=args.max_retries)
-    summary = reproduce(config, resume=args.resume, executor=args.executor, options=options,
-                        progress=not args.quiet)
+    options = RayOptions(
+        address=args.address, num_cpus=args.cpus_per_job or 1, num_gpus=args.gpus_per_job, max_retries=args.max_retries
+    )
+    summary = reproduce(config, resume=args.resume, executor=args.executor, options=options, progress=not args.quiet)
     failed = [s for s in summary["statuses"].values() if s["status"] == "failed"]
     for status in failed:
         print(f"failed: {status['task']}: {status['error']}")
-    print(f"reproduction: {len(summary['statuses'])} tasks, {len(failed)} failed; report {Path(args.out) / 'report.md'}"
-          f", tables {Path(args.out) / 'tables'}")
+    print(
+        f"reproduction: {len(summary['statuses'])} tasks, {len(failed)} failed; report {Path(args.out) / 'report.md'}"
+        f", tables {Path(args.out) / 'tables'}"
+    )
     return 1 if failed or summary["report"]["status"] != "done" else 0
-
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
@@ -418,11 +611,15 @@ def cmd_train(args: argparse.Namespace) -> int:
     last = train(train_config(args), progress=not args.quiet)
     payload = read_checkpoint(last)
     history = payload["history"]
-    print(f"trained {payload['epoch']} epochs on {', '.join(payload['train_categories'])} "
-          f"(left out {payload['target']}); final mean loss {history[-1]['mean_loss']:.4f}, "
-          f"{sum(h['seconds'] for h in history):.1f} s in all")
-    print(f"checkpoint: {last}  (evaluate with: python -m fsad evaluate --checkpoint {last} "
-          f"--categories {payload['target']} ...)")
+    print(
+        f"trained {payload['epoch']} epochs on {', '.join(payload['train_categories'])} "
+        f"(left out {payload['target']}); final mean loss {history[-1]['mean_loss']:.4f}, "
+        f"{sum(h['seconds'] for h in history):.1f} s in all"
+    )
+    print(
+        f"checkpoint: {last}  (evaluate with: python -m fsad evaluate --checkpoint {last} "
+        f"--categories {payload['target']} ...)"
+    )
     return 0
 
 
@@ -449,8 +646,10 @@ def cmd_notebooks(args: argparse.Namespace) -> int:
 
     written = copy_notebooks(args.dir, student=args.student, force=args.force)
     kind = "student copies (no solutions)" if args.student else "copies"
-    print(f"{len(written)} notebooks written as {kind} to {Path(args.dir).resolve()}; "
-          f"run them with: jupyter lab {args.dir}")
+    print(
+        f"{len(written)} notebooks written as {kind} to {Path(args.dir).resolve()}; "
+        f"run them with: jupyter lab {args.dir}"
+    )
     return 0
 
 
@@ -460,9 +659,17 @@ def cmd_batch(args: argparse.Namespace) -> int:
     overrides = parse_overrides(args.set)
     if args.executor == "local" and args.address:
         raise ConfigError("--address needs --executor ray (the local executor runs everything in this process).")
-    statuses, csv_path = run_batch(args.grid, args.runs_dir, resume=args.resume, overrides=overrides,
-                                   executor=args.executor, address=args.address, gpus_per_job=args.gpus_per_job,
-                                   cpus_per_job=args.cpus_per_job or 1, max_retries=args.max_retries)
+    statuses, csv_path = run_batch(
+        args.grid,
+        args.runs_dir,
+        resume=args.resume,
+        overrides=overrides,
+        executor=args.executor,
+        address=args.address,
+        gpus_per_job=args.gpus_per_job,
+        cpus_per_job=args.cpus_per_job or 1,
+        max_retries=args.max_retries,
+    )
     print(format_statuses(statuses))
     print(f"collected results: {csv_path}")
     return 1 if any(s["status"] == "failed" for s in statuses) else 0
@@ -487,11 +694,11 @@ def cmd_demo(args: argparse.Namespace) -> int:
     check_output_dir(args.runs_dir, "--runs-dir")
     overrides = {"device": args.device} if args.device != "auto" else None
     root = Path(args.runs_dir).resolve() if args.runs_dir else runs_dir()
-    statuses, csv_path = run_batch(notebooks_dir() / "grids" / "smoke.yaml", root,
-                                   resume=args.resume, overrides=overrides)
+    statuses, csv_path = run_batch(
+        notebooks_dir() / "grids" / "smoke.yaml", root, resume=args.resume, overrides=overrides
+    )
     print(format_statuses(statuses))
-    print(f"demo: executed notebooks, figures and results are under {root / 'smoke'} "
-          f"(summary: {csv_path})")
+    print(f"demo: executed notebooks, figures and results are under {root / 'smoke'} (summary: {csv_path})")
     return 1 if any(s["status"] == "failed" for s in statuses) else 0
 
 

@@ -4,6 +4,7 @@ Variants are timed round-robin (one forward of each per round) in one process on
 shared machine's load hits every variant alike; the median and the minimum over rounds are reported, with ratios
 to the first variant. Used by ``benchmarks/rcm_variants.py`` and notebook 07 (the RCM-FSAD Table 7 variants).
 """
+
 from __future__ import annotations
 
 import statistics
@@ -31,12 +32,12 @@ def variant_label(name: str, backbone: str) -> str:
 
 def count_parameters(model: torch.nn.Module) -> tuple[int, int]:
     """(all parameters, trainable parameters)."""
-    return (sum(p.numel() for p in model.parameters()),
-            sum(p.numel() for p in model.parameters() if p.requires_grad))
+    return (sum(p.numel() for p in model.parameters()), sum(p.numel() for p in model.parameters() if p.requires_grad))
 
 
-def time_models(models: dict[str, torch.nn.Module], x: torch.Tensor, reps: int = 5,
-                warmup: int = 1) -> list[dict[str, Any]]:
+def time_models(
+    models: dict[str, torch.nn.Module], x: torch.Tensor, reps: int = 5, warmup: int = 1
+) -> list[dict[str, Any]]:
     """Round-robin forward timing (eval mode, inference mode) and parameter counts.
 
     Returns:
@@ -48,8 +49,9 @@ def time_models(models: dict[str, torch.nn.Module], x: torch.Tensor, reps: int =
         ValueError: no model, ``reps < 1`` or ``warmup < 0``.
     """
     if not models or reps < 1 or warmup < 0:
-        raise ValueError(f"need at least one model, reps >= 1, warmup >= 0; got {len(models)} models, reps={reps}, "
-                         f"warmup={warmup}")
+        raise ValueError(
+            f"need at least one model, reps >= 1, warmup >= 0; got {len(models)} models, reps={reps}, warmup={warmup}"
+        )
     device = x.device
     times: dict[str, list[float]] = {label: [] for label in models}
     with torch.inference_mode():
@@ -64,21 +66,38 @@ def time_models(models: dict[str, torch.nn.Module], x: torch.Tensor, reps: int =
     rows = []
     for label, model in models.items():
         total, trainable = count_parameters(model)
-        rows.append({"label": label, "params": total, "trainable_params": trainable,
-                     "median_s": statistics.median(times[label]), "min_s": min(times[label]), "times_s": times[label]})
+        rows.append(
+            {
+                "label": label,
+                "params": total,
+                "trainable_params": trainable,
+                "median_s": statistics.median(times[label]),
+                "min_s": min(times[label]),
+                "times_s": times[label],
+            }
+        )
     base = rows[0]
     for row in rows:
         row["time_ratio"] = row["median_s"] / base["median_s"]
         row["min_time_ratio"] = row["min_s"] / base["min_s"]  # less noisy on a loaded shared CPU
         row["params_ratio"] = row["params"] / base["params"]
         row["extra_params"] = row["params"] - base["params"]
-        row["trainable_ratio"] = row["trainable_params"] / base["trainable_params"] if base["trainable_params"] else None
+        row["trainable_ratio"] = (
+            row["trainable_params"] / base["trainable_params"] if base["trainable_params"] else None
+        )
     return rows
 
 
-def rcm_variant_costs(variants: dict[str, tuple[str, bool]] | None = None, backbone: str = "resnet18",
-                      image_size: int = 224, batch: int = 8, reps: int = 5, warmup: int = 1, device: str = "auto",
-                      seed: int = 0) -> dict[str, Any]:
+def rcm_variant_costs(
+    variants: dict[str, tuple[str, bool]] | None = None,
+    backbone: str = "resnet18",
+    image_size: int = 224,
+    batch: int = 8,
+    reps: int = 5,
+    warmup: int = 1,
+    device: str = "auto",
+    seed: int = 0,
+) -> dict[str, Any]:
     """Cost of the RCM-FSAD Table 7 variants: ``RegADModel(backbone, image_size, attention=..., dcn=...)`` each,
     random weights (speed and size do not depend on them), backbone frozen as the kit trains it.
 
@@ -106,6 +125,14 @@ def rcm_variant_costs(variants: dict[str, tuple[str, bool]] | None = None, backb
     rows = time_models(models, x, reps=reps, warmup=warmup)
     for row, (name, (attention, dcn)) in zip(rows, variants.items()):
         row.update(variant=name, attention=attention, dcn=dcn)
-    config = {"device": str(resolved), "batch": batch, "image_size": image_size, "reps": reps, "warmup": warmup,
-              "seed": seed, "backbone": backbone, "weights": "random"}
+    config = {
+        "device": str(resolved),
+        "batch": batch,
+        "image_size": image_size,
+        "reps": reps,
+        "warmup": warmup,
+        "seed": seed,
+        "backbone": backbone,
+        "weights": "random",
+    }
     return {"config": config, "rows": rows}

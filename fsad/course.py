@@ -36,8 +36,9 @@ def clean_notebook(notebook: nbformat.NotebookNode, *, student: bool) -> nbforma
     return notebook
 
 
-def copy_notebooks(destination: str | Path, *, student: bool = False, force: bool = False,
-                   source: str | Path | None = None) -> list[Path]:
+def copy_notebooks(
+    destination: str | Path, *, student: bool = False, force: bool = False, source: str | Path | None = None
+) -> list[Path]:
     """Copy the kit's notebooks (and ``grids/``) to ``destination``; returns the notebooks written.
 
     Refuses to replace notebooks already in ``destination`` (a student's edits) unless ``force``.
@@ -49,8 +50,10 @@ def copy_notebooks(destination: str | Path, *, student: bool = False, force: boo
     notebooks = sorted(source.glob("[0-9][0-9]*.ipynb"))
     existing = [destination / n.name for n in notebooks if (destination / n.name).exists()]
     if existing and not force:
-        raise OutputExistsError(f"{existing[0]} already exists ({len(existing)} notebooks in {destination} would be "
-                              "replaced): choose another folder, or pass --force to overwrite them.")
+        raise OutputExistsError(
+            f"{existing[0]} already exists ({len(existing)} notebooks in {destination} would be "
+            "replaced): choose another folder, or pass --force to overwrite them."
+        )
     destination.mkdir(parents=True, exist_ok=True)
     written = []
     for path in notebooks:

@@ -21,6 +21,7 @@ Example:
     >>> result.silhouettes                                                                  # doctest: +SKIP
     {'(a) before': 0.41, '(b) after': 0.47}
 """
+
 from __future__ import annotations
 
 from dataclasses import dataclass, field
@@ -38,9 +39,14 @@ TSNE_PERPLEXITY = 30.0
 HELD_OUT_SUFFIX = " (held out)"
 
 
-def augmented_normals(root: str | Path, categories: Sequence[str], n_images: int, image_size: int,
-                      families: Sequence[str] = AUGMENT_FAMILIES, held_out: str | None = None
-                      ) -> tuple[torch.Tensor, list[str]]:
+def augmented_normals(
+    root: str | Path,
+    categories: Sequence[str],
+    n_images: int,
+    image_size: int,
+    families: Sequence[str] = AUGMENT_FAMILIES,
+    held_out: str | None = None,
+) -> tuple[torch.Tensor, list[str]]:
     """Augmented views of the first ``n_images`` normal test images of each category, and a group label per view.
 
     Args:
@@ -74,8 +80,13 @@ def augmented_normals(root: str | Path, categories: Sequence[str], n_images: int
 
 
 @torch.no_grad()
-def pooled_features(model: torch.nn.Module, images: torch.Tensor, heads: bool = False,
-                    device: str | torch.device | None = None, batch_size: int = 32) -> np.ndarray:
+def pooled_features(
+    model: torch.nn.Module,
+    images: torch.Tensor,
+    heads: bool = False,
+    device: str | torch.device | None = None,
+    batch_size: int = 32,
+) -> np.ndarray:
     """Position-averaged ``model.embed`` features ``[N, C]`` (``heads=True``: the encoder's ``z``), float64."""
     from fsad.methods import batched_embed
 
@@ -97,8 +108,9 @@ def tsne_2d(features: np.ndarray | torch.Tensor, seed: int = 0, perplexity: floa
     if len(array) < 4:
         raise ValueError(f"t-SNE needs at least 4 points, got {len(array)}; use more images per category.")
     perplexity = float(min(perplexity, max(1.0, (len(array) - 1) / 3.0)))
-    return TSNE(n_components=2, perplexity=perplexity, init="pca", learning_rate="auto",
-                random_state=seed).fit_transform(array)
+    return TSNE(
+        n_components=2, perplexity=perplexity, init="pca", learning_rate="auto", random_state=seed
+    ).fit_transform(array)
 
 
 def silhouette(features: np.ndarray, groups: Sequence[str], metric: str = "cosine") -> float:
@@ -129,17 +141,26 @@ class Fig4:
 
     def panels(self, with_score: bool = True) -> dict[str, tuple[np.ndarray, list[str]]]:
         """``{title: (points, groups)}`` for :func:`fsad.viz.embedding_scatters`."""
-        return {(f"{name}\nsilhouette {self.silhouettes[name]:.3f}" if with_score else name): (points, self.groups)
-                for name, points in self.points.items()}
+        return {
+            (f"{name}\nsilhouette {self.silhouettes[name]:.3f}" if with_score else name): (points, self.groups)
+            for name, points in self.points.items()
+        }
 
     def rows(self) -> list[dict[str, object]]:
-        return [{"features": name, "dim": int(x.shape[1]), "silhouette (cosine, feature space)": self.silhouettes[name]}
-                for name, x in self.features.items()]
+        return [
+            {"features": name, "dim": int(x.shape[1]), "silhouette (cosine, feature space)": self.silhouettes[name]}
+            for name, x in self.features.items()
+        ]
 
 
-def fig4(models: dict[str, torch.nn.Module | tuple[torch.nn.Module, bool]], views: torch.Tensor,
-         groups: Sequence[str], seed: int = 0, perplexity: float = TSNE_PERPLEXITY,
-         device: str | torch.device | None = None) -> Fig4:
+def fig4(
+    models: dict[str, torch.nn.Module | tuple[torch.nn.Module, bool]],
+    views: torch.Tensor,
+    groups: Sequence[str],
+    seed: int = 0,
+    perplexity: float = TSNE_PERPLEXITY,
+    device: str | torch.device | None = None,
+) -> Fig4:
     """Pooled features, t-SNE and silhouette of each model on the same views (the paper's Fig. 4 a/b).
 
     Args:

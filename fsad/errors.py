@@ -19,11 +19,21 @@ Example:
     ...     print(f"error: {error}")
     error: --attention applies to --method regad only
 """
+
 from __future__ import annotations
 
 __all__ = [
-    "FsadError", "ConfigError", "OutputError", "OutputExistsError", "MissingFileError", "DeviceError",
-    "CheckpointError", "DatasetError", "ImageFormatError", "WeightsError", "TrainingDiverged",
+    "FsadError",
+    "ConfigError",
+    "OutputError",
+    "OutputExistsError",
+    "MissingFileError",
+    "DeviceError",
+    "CheckpointError",
+    "DatasetError",
+    "ImageFormatError",
+    "WeightsError",
+    "TrainingDiverged",
 ]
 
 

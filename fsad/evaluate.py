@@ -4,6 +4,7 @@ One function, :func:`run_evaluation`, serves the CLI (``python -m fsad evaluate`
 the ablation grids. Each finished (method, category, k, run) cell is appended to the results JSON
 atomically, so ``resume=True`` skips what a previous, interrupted run already did.
 """
+
 from __future__ import annotations
 
 import dataclasses
@@ -17,8 +18,14 @@ import torch
 from tqdm.auto import tqdm
 
 from data_tools.datasets import check_category, load_supports, load_test_set
-from data_tools.manifests import check_manifest_files, default_manifest_path, load_manifest, make_manifest, \
-    save_manifest, support_files
+from data_tools.manifests import (
+    check_manifest_files,
+    default_manifest_path,
+    load_manifest,
+    make_manifest,
+    save_manifest,
+    support_files,
+)
 from fsad.augment import AUGMENT_FAMILIES
 from fsad.errors import CheckpointError, ConfigError, OutputExistsError
 from fsad.methods import METHODS, GaussianMethod, maps_and_image_scores
@@ -92,8 +99,11 @@ METHOD_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
 }
 # Values a method that lacks the option runs with anyway, so they are not refused: PaDiM and PatchCore have no STN.
 _INERT_VALUES: dict[str, tuple[Any, ...]] = {"stn_mode": (None,)}
-_DEFAULTS = {f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-             for f in dataclasses.fields(EvaluationConfig) if f.name in METHOD_OPTIONS}
+_DEFAULTS = {
+    f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
+    for f in dataclasses.fields(EvaluationConfig)
+    if f.name in METHOD_OPTIONS
+}
 
 
 def check_method_options(config: EvaluationConfig) -> None:
@@ -106,8 +116,10 @@ def check_method_options(config: EvaluationConfig) -> None:
         value = getattr(config, name)
         if config.method in methods or value == _DEFAULTS[name] or value in _INERT_VALUES.get(name, ()):
             continue
-        raise ConfigError(f"{flag} {value!r} applies to --method {' / '.join(methods)} only, not to --method "
-                          f"{config.method}; drop {flag.split(' / ')[0]} or choose --method {methods[0]}.")
+        raise ConfigError(
+            f"{flag} {value!r} applies to --method {' / '.join(methods)} only, not to --method "
+            f"{config.method}; drop {flag.split(' / ')[0]} or choose --method {methods[0]}."
+        )
 
 
 def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfig:
@@ -118,8 +130,11 @@ def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfi
         >>> options_for_method(base, "patchcore").attention
         'none'
     """
-    reset = {name: _DEFAULTS[name] for name, (methods, _) in METHOD_OPTIONS.items()
-             if method not in methods and getattr(config, name) not in (_DEFAULTS[name], *_INERT_VALUES.get(name, ()))}
+    reset = {
+        name: _DEFAULTS[name]
+        for name, (methods, _) in METHOD_OPTIONS.items()
+        if method not in methods and getattr(config, name) not in (_DEFAULTS[name], *_INERT_VALUES.get(name, ()))
+    }
     return dataclasses.replace(config, method=method, **reset)
 
 
@@ -137,23 +152,32 @@ def _validate(config: EvaluationConfig) -> None:
         raise ConfigError(f"--k must be a positive number of supports (got {bad_ks}).")
     size = config.image_size
     if isinstance(size, bool) or not isinstance(size, int) or size < IMAGE_SIZE_MULTIPLE or size % IMAGE_SIZE_MULTIPLE:
-        raise ConfigError(f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, "
-                          f"or 64 for quick tests); got {size!r}.")
+        raise ConfigError(
+            f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, "
+            f"or 64 for quick tests); got {size!r}."
+        )
     if config.channel_subset is not None and config.channel_subset < 1:
         raise ConfigError(f"--channel-subset must be a positive number of channels (got {config.channel_subset}).")
     if config.coreset_ratio is not None and not 0 < config.coreset_ratio <= 1:
-        raise ConfigError(f"--coreset-ratio must be in (0, 1], e.g. 0.1 keeps 10% of the bank "
-                          f"(got {config.coreset_ratio}).")
+        raise ConfigError(
+            f"--coreset-ratio must be in (0, 1], e.g. 0.1 keeps 10% of the bank (got {config.coreset_ratio})."
+        )
     if config.resume and config.overwrite:
-        raise ConfigError("--resume and --overwrite exclude each other: --resume keeps the cells in --out, "
-                          "--overwrite replaces the file.")
+        raise ConfigError(
+            "--resume and --overwrite exclude each other: --resume keeps the cells in --out, "
+            "--overwrite replaces the file."
+        )
     from fsad.patchcore import BORDERS, IMAGE_SCORES
 
     if config.patchcore_border not in BORDERS:
-        raise ConfigError(f"Unknown --patchcore-border {config.patchcore_border!r}; choose one of {', '.join(BORDERS)}.")
+        raise ConfigError(
+            f"Unknown --patchcore-border {config.patchcore_border!r}; choose one of {', '.join(BORDERS)}."
+        )
     if config.patchcore_image_score not in IMAGE_SCORES:
-        raise ConfigError(f"Unknown --patchcore-image-score {config.patchcore_image_score!r}; "
-                          f"choose one of {', '.join(IMAGE_SCORES)}.")
+        raise ConfigError(
+            f"Unknown --patchcore-image-score {config.patchcore_image_score!r}; "
+            f"choose one of {', '.join(IMAGE_SCORES)}."
+        )
     check_method_options(config)
 
 
@@ -180,8 +204,10 @@ def check_output(config: EvaluationConfig) -> None:
     if config.resume:
         check_resume(read_results_for_resume(out), config.resume_key(), out)
     elif not config.overwrite:
-        raise OutputExistsError(f"--out {out} already exists (an earlier evaluation's results): pass --resume to "
-                                "compute only its missing cells, --overwrite to replace it, or choose another --out.")
+        raise OutputExistsError(
+            f"--out {out} already exists (an earlier evaluation's results): pass --resume to "
+            "compute only its missing cells, --overwrite to replace it, or choose another --out."
+        )
 
 
 def resolve_manifest(config: EvaluationConfig) -> tuple[dict[str, Any], str]:
@@ -200,8 +226,14 @@ def resolve_manifest(config: EvaluationConfig) -> tuple[dict[str, Any], str]:
                 return manifest, str(committed)
         except ValueError:
             pass  # the committed manifest names files this root does not have (e.g. a re-split subset)
-    manifest = make_manifest(root=config.data_root, dataset=config.dataset, categories=config.categories,
-                             ks=sorted(set(config.ks)), runs=config.runs, seed=config.seed)
+    manifest = make_manifest(
+        root=config.data_root,
+        dataset=config.dataset,
+        categories=config.categories,
+        ks=sorted(set(config.ks)),
+        runs=config.runs,
+        seed=config.seed,
+    )
     path = Path(config.out).with_suffix(".manifest.json")
     save_manifest(manifest, path)
     return manifest, str(path)
@@ -221,11 +253,16 @@ def _check_ks(manifest: dict[str, Any], config: EvaluationConfig) -> None:
             elif str(k) not in entry["supports"]:
                 problems.append(f"{category}: the manifest has no support sets for k={k}")
             elif len(entry["supports"][str(k)]) < config.runs:
-                problems.append(f"{category}: the manifest has {len(entry['supports'][str(k)])} runs for k={k}, "
-                                f"{config.runs} requested")
+                problems.append(
+                    f"{category}: the manifest has {len(entry['supports'][str(k)])} runs for k={k}, "
+                    f"{config.runs} requested"
+                )
     if problems:
-        raise ConfigError("Cannot draw the requested support sets: " + "; ".join(problems) +
-                         ". Lower --k/--runs for these categories, or pass a --manifest that has them.")
+        raise ConfigError(
+            "Cannot draw the requested support sets: "
+            + "; ".join(problems)
+            + ". Lower --k/--runs for these categories, or pass a --manifest that has them."
+        )
 
 
 def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, dict[str, Any]]:
@@ -238,40 +275,71 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
         from fsad.checkpoint import check_compatible, load_model, read_checkpoint
 
         payload = read_checkpoint(config.checkpoint)
-        check_compatible(payload, config.checkpoint, backbone=config.backbone, stn_mode=config.stn_mode,
-                         attention=config.attention, dcn=config.dcn, image_size=config.image_size)
+        check_compatible(
+            payload,
+            config.checkpoint,
+            backbone=config.backbone,
+            stn_mode=config.stn_mode,
+            attention=config.attention,
+            dcn=config.dcn,
+            image_size=config.image_size,
+        )
         # Leave-one-out: a checkpoint has seen every category of its dataset but its target, so on the same
         # dataset it may score only that target (another dataset is entirely unseen and fine).
         if payload.get("dataset") == config.dataset and list(config.categories) != [payload.get("target")]:
-            raise CheckpointError(f"Checkpoint {config.checkpoint} was trained on {config.dataset} leaving out "
-                                  f"{payload.get('target')!r}; evaluating it on {config.categories} would score "
-                                  "categories it trained on. Evaluate each category with the checkpoint that left it out "
-                                  f"(--categories {payload.get('target')}).")
+            raise CheckpointError(
+                f"Checkpoint {config.checkpoint} was trained on {config.dataset} leaving out "
+                f"{payload.get('target')!r}; evaluating it on {config.categories} would score "
+                "categories it trained on. Evaluate each category with the checkpoint that left it out "
+                f"(--categories {payload.get('target')})."
+            )
         model = load_model(payload, config.checkpoint)
-        provenance["checkpoint"] = {"path": str(config.checkpoint), "sha256": sha256_file(config.checkpoint),
-                                    "target": payload.get("target"), "epoch": payload.get("epoch")}
+        provenance["checkpoint"] = {
+            "path": str(config.checkpoint),
+            "sha256": sha256_file(config.checkpoint),
+            "target": payload.get("target"),
+            "epoch": payload.get("epoch"),
+        }
         provenance["weights"] = payload.get("weights")
     else:
         state_dict, info = load_backbone_weights(config.backbone, config.weights, seed=config.seed)
         stn_mode = None if config.method in ("padim", "patchcore") else config.stn_mode
-        model = RegADModel(backbone=config.backbone, image_size=config.image_size, stn_mode=stn_mode,
-                           attention=config.attention, dcn=config.dcn, backbone_state_dict=state_dict)
+        model = RegADModel(
+            backbone=config.backbone,
+            image_size=config.image_size,
+            stn_mode=stn_mode,
+            attention=config.attention,
+            dcn=config.dcn,
+            backbone_state_dict=state_dict,
+        )
         provenance["weights"] = info.to_dict()
     model = model.to(device).eval()
     channels = getattr(model, "embed_channels", None)
     if config.channel_subset is not None and isinstance(channels, int) and config.channel_subset > channels:
-        raise ConfigError(f"--channel-subset {config.channel_subset} is larger than the {channels} feature channels "
-                          f"of {config.backbone}; choose at most {channels}.")
+        raise ConfigError(
+            f"--channel-subset {config.channel_subset} is larger than the {channels} feature channels "
+            f"of {config.backbone}; choose at most {channels}."
+        )
 
     if config.method == "patchcore":
         from fsad.patchcore import PatchCoreMethod
 
-        method = PatchCoreMethod(model.backbone, augment_families=config.augment_families,
-                                 coreset_ratio=config.coreset_ratio, seed=config.seed,
-                                 image_score=config.patchcore_image_score, border=config.patchcore_border)
+        method = PatchCoreMethod(
+            model.backbone,
+            augment_families=config.augment_families,
+            coreset_ratio=config.coreset_ratio,
+            seed=config.seed,
+            image_score=config.patchcore_image_score,
+            border=config.patchcore_border,
+        )
     else:
-        method = GaussianMethod(model, augment_families=config.augment_families,
-                                channel_subset=config.channel_subset, seed=config.seed, name=config.method)
+        method = GaussianMethod(
+            model,
+            augment_families=config.augment_families,
+            channel_subset=config.channel_subset,
+            seed=config.seed,
+            name=config.method,
+        )
     return method, provenance
 
 
@@ -311,8 +379,13 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
     results = ResultsFile(config.out, header, resume=config.resume)
     done = results.done()
 
-    todo = [(c, k, r) for c in config.categories for k in config.ks for r in range(config.runs)
-            if (config.method, c, k, r) not in done]
+    todo = [
+        (c, k, r)
+        for c in config.categories
+        for k in config.ks
+        for r in range(config.runs)
+        if (config.method, c, k, r) not in done
+    ]
     bar = tqdm(total=len(todo), desc=f"{config.method} evaluation", disable=not progress)
     for category in config.categories:
         cells = [(k, r) for (c, k, r) in todo if c == category]
@@ -327,14 +400,19 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
             supports = load_supports(config.data_root, category, files, config.image_size).to(device)
             seed_everything(config.seed + run)
             _, adaptation_s = _timed(device, method.fit, supports)
-            (maps_tensor, scores_tensor), score_s = _timed(device, maps_and_image_scores, method, test_features,
-                                                           config.image_size)
+            (maps_tensor, scores_tensor), score_s = _timed(
+                device, maps_and_image_scores, method, test_features, config.image_size
+            )
             maps = maps_tensor.cpu().numpy()
             scores = scores_tensor.cpu().numpy()
             cell = {
-                "method": config.method, "category": category, "k": k, "run": run,
+                "method": config.method,
+                "category": category,
+                "k": k,
+                "run": run,
                 "support_files": files,
-                "n_test": int(len(labels)), "n_defective": int(labels.sum()),
+                "n_test": int(len(labels)),
+                "n_defective": int(labels.sum()),
                 "image_auroc": image_auroc(labels, scores),
                 "f1_max": f1_max(labels, scores),
                 "pixel_auroc": pixel_auroc(masks, maps) if has_masks else None,

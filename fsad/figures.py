@@ -15,6 +15,7 @@ Example:
     >>> rows[0]   # {'method': 'regad', 'category': 'bottle', 'k': 2, 'runs': 10, 'ours': 99.1, 'paper': 99.4, ...}
     >>> write_rows_csv(rows, "figures/tables/table1_mvtec.csv")
 """
+
 from __future__ import annotations
 
 import csv
@@ -32,7 +33,7 @@ import torch
 from fsad import paper
 from fsad.errors import ConfigError, FsadError, MissingFileError
 from fsad.results import RESULTS_FORMAT, mean_std
-from fsad.utils import atomic_write_json, atomic_write_text
+from fsad.utils import atomic_write_text
 
 ABLATION_FORMAT = "fsad-ablation-v1"
 # The real-data subsets live beside the checkout (as in tests/conftest.py); FSAD_SHARED_DATA overrides.
@@ -46,8 +47,10 @@ AUGMENTED_PATCHCORE = "patchcore_aug"
 def _results_documents(source: str | Path) -> list[dict[str, Any]]:
     path = Path(source)
     if not path.exists():
-        raise MissingFileError(f"Results path {path} does not exist. Pass a results JSON written by "
-                               "`python -m fsad evaluate --out ...` or a folder holding such files (e.g. runs/<grid>).")
+        raise MissingFileError(
+            f"Results path {path} does not exist. Pass a results JSON written by "
+            "`python -m fsad evaluate --out ...` or a folder holding such files (e.g. runs/<grid>)."
+        )
     files = sorted(path.rglob("*.json")) if path.is_dir() else [path]
     documents = []
     for file in files:
@@ -71,8 +74,9 @@ def _is_ablation_cell_file(file: Path) -> bool:
     return file.parent.parent.name == "cells" and (file.parent.parent.parent / "checkpoints").is_dir()
 
 
-def load_cells(sources: str | Path | Iterable[str | Path], dataset: str | None = None,
-               include_ablation_cells: bool = False) -> list[dict[str, Any]]:
+def load_cells(
+    sources: str | Path | Iterable[str | Path], dataset: str | None = None, include_ablation_cells: bool = False
+) -> list[dict[str, Any]]:
     """Every evaluation cell (one method, category, k, run) of the given results files/folders.
 
     Args:
@@ -101,12 +105,26 @@ def load_cells(sources: str | Path | Iterable[str | Path], dataset: str | None =
             if dataset is not None and config.get("dataset") != dataset:
                 continue
             for cell in document.get("cells", []):
-                record = {**cell, "dataset": config.get("dataset"), "backbone": config.get("backbone"),
-                          "checkpoint": config.get("checkpoint"), "method": method_label(config, cell["method"])}
+                record = {
+                    **cell,
+                    "dataset": config.get("dataset"),
+                    "backbone": config.get("backbone"),
+                    "checkpoint": config.get("checkpoint"),
+                    "method": method_label(config, cell["method"]),
+                }
                 # Same cell of the same experiment (e.g. a resumed copy) -> kept once; other settings stay apart.
                 setting = tuple(str(config.get(key)) for key in ("stn_mode", "image_size", "weights", "checkpoint"))
-                cells[(record["dataset"], record["backbone"], record["method"], cell["category"], cell["k"],
-                       cell["run"], setting)] = record
+                cells[
+                    (
+                        record["dataset"],
+                        record["backbone"],
+                        record["method"],
+                        cell["category"],
+                        cell["k"],
+                        cell["run"],
+                        setting,
+                    )
+                ] = record
     return list(cells.values())
 
 
@@ -137,8 +155,10 @@ def load_ablation(source: str | Path, table: str | None = None) -> dict[str, Any
         names = [f"{table}.json"] if table else ["table5.json", "table6.json", "table7.json"]
         found = [p for name in names for p in sorted(path.rglob(name))]
         if not found:
-            raise FileNotFoundError(f"No {' or '.join(names)} under {path}. Run `python -m fsad ablation ...` "
-                                    "(or the 07/08 notebooks) first.")
+            raise FileNotFoundError(
+                f"No {' or '.join(names)} under {path}. Run `python -m fsad ablation ...` "
+                "(or the 07/08 notebooks) first."
+            )
         path = found[0]
     if not path.is_file():
         raise FileNotFoundError(f"Ablation results {path} do not exist.")
@@ -148,8 +168,14 @@ def load_ablation(source: str | Path, table: str | None = None) -> dict[str, Any
     return document
 
 
-def method_config(base: Any, column: str, category: str, out_dir: str | Path | None = None,
-                  checkpoint_dir: str | Path | None = None, resume: bool = False) -> Any:
+def method_config(
+    base: Any,
+    column: str,
+    category: str,
+    out_dir: str | Path | None = None,
+    checkpoint_dir: str | Path | None = None,
+    resume: bool = False,
+) -> Any:
     """The :class:`fsad.evaluate.EvaluationConfig` of one table column for one category.
 
     ``regad``/``padim`` use ``base.augment_families``; ``patchcore`` has no augmentation (the CLI's default);
@@ -168,25 +194,41 @@ def method_config(base: Any, column: str, category: str, out_dir: str | Path | N
     method = "patchcore" if column == AUGMENTED_PATCHCORE else column
     families = [] if column == "patchcore" else list(base.augment_families)
     if column == AUGMENTED_PATCHCORE and not families:
-        raise ConfigError("patchcore_aug needs augmentation families (augment_families is empty); "
-                         "use 'patchcore' for the bank of the k supports alone.")
+        raise ConfigError(
+            "patchcore_aug needs augmentation families (augment_families is empty); "
+            "use 'patchcore' for the bank of the k supports alone."
+        )
     checkpoint = None
     if checkpoint_dir is not None and method == "regad":
         checkpoint = Path(checkpoint_dir) / category / "last.pt"
         if not checkpoint.is_file():
-            raise MissingFileError(f"No checkpoint {checkpoint} for {category}. Train it with `python -m fsad "
-                                   f"train --data-root ... --target {category} --out {checkpoint.parent}`, "
-                                   "or set checkpoint_dir = None for the training-free RegAD.")
+            raise MissingFileError(
+                f"No checkpoint {checkpoint} for {category}. Train it with `python -m fsad "
+                f"train --data-root ... --target {category} --out {checkpoint.parent}`, "
+                "or set checkpoint_dir = None for the training-free RegAD."
+            )
     out = str(Path(out_dir) / column / f"{category}.json") if out_dir is not None else base.out
     from fsad.evaluate import options_for_method  # options of the base's method that do not apply here are reset
 
-    return replace(options_for_method(base, method), categories=[category],
-                   checkpoint=str(checkpoint) if checkpoint else None, augment_families=families, out=out,
-                   resume=resume, overwrite=base.overwrite and not resume)
+    return replace(
+        options_for_method(base, method),
+        categories=[category],
+        checkpoint=str(checkpoint) if checkpoint else None,
+        augment_families=families,
+        out=out,
+        resume=resume,
+        overwrite=base.overwrite and not resume,
+    )
 
 
-def evaluate_methods(base: Any, methods: Sequence[str], out_dir: str | Path, checkpoint_dir: str | Path | None = None,
-                     progress: bool = True, resume: bool = False) -> list[dict[str, Any]]:
+def evaluate_methods(
+    base: Any,
+    methods: Sequence[str],
+    out_dir: str | Path,
+    checkpoint_dir: str | Path | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> list[dict[str, Any]]:
     """Run :func:`fsad.evaluate.run_evaluation` for each method (and category) on the same supports.
 
     One results file per (method, category): ``<out_dir>/<method>/<category>.json`` (resumed when present).
@@ -211,8 +253,11 @@ def evaluate_methods(base: Any, methods: Sequence[str], out_dir: str | Path, che
     """
     from fsad.evaluate import run_evaluation
 
-    configs = [method_config(base, method, category, out_dir, checkpoint_dir, resume)
-               for method in methods for category in base.categories]  # all checked before any runs
+    configs = [
+        method_config(base, method, category, out_dir, checkpoint_dir, resume)
+        for method in methods
+        for category in base.categories
+    ]  # all checked before any runs
     for config in configs:
         run_evaluation(config, progress=progress)
     return load_cells([config.out for config in configs])
@@ -239,8 +284,13 @@ def _paper_dataset(dataset: str | None, paper_dataset: str | None) -> str | None
     return dataset if dataset in ("mvtec", "mpdd") else None
 
 
-def per_category_table(cells: Sequence[dict[str, Any]], dataset: str | None = None, metric: str = "image_auroc",
-                       methods: Sequence[str] | None = None, paper_dataset: str | None = None) -> list[dict[str, Any]]:
+def per_category_table(
+    cells: Sequence[dict[str, Any]],
+    dataset: str | None = None,
+    metric: str = "image_auroc",
+    methods: Sequence[str] | None = None,
+    paper_dataset: str | None = None,
+) -> list[dict[str, Any]]:
     """Tables 1/2 layout in long form: one row per (method, category, k) plus a macro row per (method, k).
 
     Args:
@@ -303,24 +353,45 @@ def per_category_table(cells: Sequence[dict[str, Any]], dataset: str | None = No
                 mean, std = _mean_std(groups[(method, category, k)])
                 ours, ours_std = _pct(mean), _pct(std)
                 value = paper_value(category, k)
-                members.append({"method": method, "category": category, "k": k,
-                                "runs": len(groups[(method, category, k)]), "ours": ours, "ours_std": ours_std,
-                                "paper": value, "delta": None if ours is None or value is None else ours - value,
-                                "paper_all": None})
+                members.append(
+                    {
+                        "method": method,
+                        "category": category,
+                        "k": k,
+                        "runs": len(groups[(method, category, k)]),
+                        "ours": ours,
+                        "ours_std": ours_std,
+                        "paper": value,
+                        "delta": None if ours is None or value is None else ours - value,
+                        "paper_all": None,
+                    }
+                )
             rows.extend(members)
             macro, _ = _mean_std([m["ours"] for m in members])
             papers = [m["paper"] for m in members]
             macro_paper = float(np.mean(papers)) if papers and all(p is not None for p in papers) else None
-            rows.append({"method": method, "category": "macro_average", "k": k,
-                         "runs": sum(m["runs"] for m in members), "ours": macro, "ours_std": None,
-                         "paper": macro_paper,
-                         "delta": None if macro is None or macro_paper is None else macro - macro_paper,
-                         "paper_all": paper_all(k)})
+            rows.append(
+                {
+                    "method": method,
+                    "category": "macro_average",
+                    "k": k,
+                    "runs": sum(m["runs"] for m in members),
+                    "ours": macro,
+                    "ours_std": None,
+                    "paper": macro_paper,
+                    "delta": None if macro is None or macro_paper is None else macro - macro_paper,
+                    "paper_all": paper_all(k),
+                }
+            )
     return rows
 
 
-def method_comparison_table(cells: Sequence[dict[str, Any]], metrics: Sequence[str] = ("image_auroc", "pixel_auroc",
-                            "aupro"), dataset: str | None = None, paper_dataset: str | None = None) -> list[dict[str, Any]]:
+def method_comparison_table(
+    cells: Sequence[dict[str, Any]],
+    metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "aupro"),
+    dataset: str | None = None,
+    paper_dataset: str | None = None,
+) -> list[dict[str, Any]]:
     """One row per (category, k), one column per method × metric (mean over runs, %), plus RegAD's paper value.
 
     The issue-11 table: RegAD, PaDiM-k, PatchCore-k on the same supports, side by side.
@@ -331,8 +402,11 @@ def method_comparison_table(cells: Sequence[dict[str, Any]], metrics: Sequence[s
             target = rows.setdefault((row["category"], row["k"]), {"category": row["category"], "k": row["k"]})
             target[f"{row['method']}_{metric}"] = row["ours"]
             if metric == "image_auroc":
-                target["paper_regad_image_auroc"] = row["paper"] if row["category"] != "macro_average" \
+                target["paper_regad_image_auroc"] = (
+                    row["paper"]
+                    if row["category"] != "macro_average"
                     else (row["paper"] if row["paper"] is not None else row["paper_all"])
+                )
     return sorted(rows.values(), key=lambda r: (r["k"], r["category"] == "macro_average", r["category"]))
 
 
@@ -344,8 +418,9 @@ def write_rows_csv(rows: Sequence[dict[str, Any]], path: str | Path, digits: int
     writer = csv.DictWriter(buffer, fieldnames=fields, lineterminator="\n")
     writer.writeheader()
     for row in rows:
-        writer.writerow({k: ("" if v is None else round(v, digits) if isinstance(v, float) else v)
-                         for k, v in row.items()})
+        writer.writerow(
+            {k: ("" if v is None else round(v, digits) if isinstance(v, float) else v) for k, v in row.items()}
+        )
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, buffer.getvalue())
     return path
@@ -374,8 +449,12 @@ def format_rows(rows: Sequence[dict[str, Any]], columns: Sequence[str] | None = 
 def comparison_figure(rows: Sequence[dict[str, Any]], title: str = "", ylabel: str = "image AUROC (%)") -> plt.Figure:
     """Bars of ours (± std over runs) beside the paper, per category, one panel per (method, k)."""
     panels = sorted({(r["method"], r["k"]) for r in rows}, key=lambda p: (p[0], p[1]))
-    fig, axes = plt.subplots(1, max(1, len(panels)), figsize=(max(4.0, 0.9 * _max_categories(rows)) * len(panels) ** 0.5
-                                                          + 1.5 * len(panels), 3.4), squeeze=False)
+    fig, axes = plt.subplots(
+        1,
+        max(1, len(panels)),
+        figsize=(max(4.0, 0.9 * _max_categories(rows)) * len(panels) ** 0.5 + 1.5 * len(panels), 3.4),
+        squeeze=False,
+    )
     for ax, (method, k) in zip(axes[0], panels):
         members = [r for r in rows if r["method"] == method and r["k"] == k]
         names = [r["category"].replace("macro_average", "macro") for r in members]
@@ -429,11 +508,16 @@ def ablation_table(document: dict[str, Any], paper_dataset: str | None = None) -
     for row in document["rows"]:
         k = int(row["k"])
         name = row["row"]
-        record: dict[str, Any] = {"table": table, "row": row.get("label", name), "k": k,
-                                  "ours_image": _pct(row.get("image_auroc")),
-                                  "ours_pixel": _pct(row.get("pixel_auroc")),
-                                  "paper_image": None, "paper_pixel": None,
-                                  "n_categories": row.get("n_categories")}
+        record: dict[str, Any] = {
+            "table": table,
+            "row": row.get("label", name),
+            "k": k,
+            "ours_image": _pct(row.get("image_auroc")),
+            "ours_pixel": _pct(row.get("pixel_auroc")),
+            "paper_image": None,
+            "paper_pixel": None,
+            "n_categories": row.get("n_categories"),
+        }
         if table == "table5" and source:
             record["paper_image"] = paper.table5_value(source, "image", name, k)
             record["paper_pixel"] = paper.table5_value(source, "pixel", name, k)
@@ -465,8 +549,10 @@ def ablation_figure(rows: Sequence[dict[str, Any]], title: str = "") -> plt.Figu
             ours = [np.nan if r[f"ours_{metric}"] is None else r[f"ours_{metric}"] for r in members]
             ref = [np.nan if r[f"paper_{metric}"] is None else r[f"paper_{metric}"] for r in members]
             if all(np.isnan(ref)):  # Table 7: the RegAD reference of the R18 row, if any
-                ref = [np.nan if r.get(f"regad_reference_{metric}") is None else r[f"regad_reference_{metric}"]
-                       for r in members]
+                ref = [
+                    np.nan if r.get(f"regad_reference_{metric}") is None else r[f"regad_reference_{metric}"]
+                    for r in members
+                ]
             ax.bar(x - 0.2, ours, 0.4, label="ours", color="tab:blue")
             ax.bar(x + 0.2, ref, 0.4, label="paper", color="tab:orange")
             ax.set_xticks(x, [r["row"] for r in members], rotation=45, ha="right", fontsize=7)
@@ -508,8 +594,9 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     device = resolve_device(config.device)
     # Same ks/runs as the evaluation when k is among them, so a manifest generated from the root (datasets with
     # no committed manifest) draws the same support sets as run_evaluation did.
-    config = replace(config, categories=[category], ks=list(config.ks) if k in config.ks else [k],
-                     runs=max(config.runs, run + 1))
+    config = replace(
+        config, categories=[category], ks=list(config.ks) if k in config.ks else [k], runs=max(config.runs, run + 1)
+    )
     manifest, _ = resolve_manifest(config)
     seed_everything(config.seed)
     method, _ = build_method(config, device)
@@ -517,8 +604,9 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     supports = load_supports(config.data_root, category, files, config.image_size).to(device)
     seed_everything(config.seed + run)
     method.fit(supports)
-    test_set = AnomalyDataset(config.data_root, category, split="test", image_size=config.image_size,
-                              dataset=config.dataset)
+    test_set = AnomalyDataset(
+        config.data_root, category, split="test", image_size=config.image_size, dataset=config.dataset
+    )
     items = [test_set[i] for i in range(len(test_set))]
     images = torch.stack([item["image"] for item in items])
     with torch.no_grad():
@@ -529,10 +617,22 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     names = [Path(p).parent.name + "/" + Path(p).name for p in test_set.paths]
     short = {"best defect": "best", "worst defect": "worst", "false alarm": "false alarm"}
     titles = {i: f"{short[group]}: {names[i]} ({scores[i]:.1f})" for group, idx in selection.items() for i in idx}
-    return {"images": images, "masks": torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool),
-            "maps": maps.cpu().numpy(), "scores": scores, "labels": labels, "paths": list(test_set.paths),
-            "supports": files, "has_masks": test_set.has_masks, "selection": selection, "titles": titles,
-            "category": category, "k": k, "run": run, "method": config.method}
+    return {
+        "images": images,
+        "masks": torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool),
+        "maps": maps.cpu().numpy(),
+        "scores": scores,
+        "labels": labels,
+        "paths": list(test_set.paths),
+        "supports": files,
+        "has_masks": test_set.has_masks,
+        "selection": selection,
+        "titles": titles,
+        "category": category,
+        "k": k,
+        "run": run,
+        "method": config.method,
+    }
 
 
 def select_examples(scores: np.ndarray, labels: np.ndarray, n: int = 2) -> dict[str, list[int]]:
@@ -559,10 +659,14 @@ def localisation_figure(examples: dict[str, Any]) -> plt.Figure:
 
     order = [i for group in ("best defect", "worst defect", "false alarm") for i in examples["selection"][group]]
     masks = examples["masks"][order] if examples["has_masks"] else None
-    fig = localisation_panel(examples["images"][order], masks, examples["maps"][order],
-                             titles=[examples["titles"][i] for i in order])
-    fig.suptitle(f"{examples['method']} on {examples['category']}, k={examples['k']} (run {examples['run']})",
-                 fontsize=10, y=1.01)
+    fig = localisation_panel(
+        examples["images"][order], masks, examples["maps"][order], titles=[examples["titles"][i] for i in order]
+    )
+    fig.suptitle(
+        f"{examples['method']} on {examples['category']}, k={examples['k']} (run {examples['run']})",
+        fontsize=10,
+        y=1.01,
+    )
     return fig
 
 
@@ -579,8 +683,10 @@ def shared_data_root() -> Path:
     return root.parent / "shared" / "data" if root is not None else Path.cwd() / "data"
 
 
-def sample_image(image_size: int, prefer: Sequence[str] = ("mvtec_ad_subset/bottle/test/broken_large/000.png",
-                                                             "mpdd_subset/metal_plate/test")) -> tuple[torch.Tensor, str]:
+def sample_image(
+    image_size: int,
+    prefer: Sequence[str] = ("mvtec_ad_subset/bottle/test/broken_large/000.png", "mpdd_subset/metal_plate/test"),
+) -> tuple[torch.Tensor, str]:
     """A real defective image from the shared subsets when present, else one from the synthetic set.
 
     Returns:
@@ -595,8 +701,12 @@ def sample_image(image_size: int, prefer: Sequence[str] = ("mvtec_ad_subset/bott
         if candidate.is_file():
             return load_image(candidate, image_size), str(candidate)
         if candidate.is_dir():
-            files = [f for sub in sorted(candidate.iterdir()) if sub.is_dir() and sub.name != "good"
-                     for f in image_files(sub)]
+            files = [
+                f
+                for sub in sorted(candidate.iterdir())
+                if sub.is_dir() and sub.name != "good"
+                for f in image_files(sub)
+            ]
             if files:
                 return load_image(files[0], image_size), str(files[0])
     synthetic = Path(ensure_synthetic_dataset(seed=0)) / "washer" / "test" / "scratch"
@@ -619,12 +729,17 @@ def save_figure(fig: plt.Figure, name: str, figures_dir: str | Path, dpi: int = 
 
 
 def _cell_text(values: Sequence[float | None], digits: int = 1) -> str:
-    return " / ".join("—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}"
-                      for v in values)
+    return " / ".join(
+        "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{digits}f}" for v in values
+    )
 
 
-def markdown_report(cells: Sequence[dict[str, Any]], metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "aupro"),
-                    methods: Sequence[str] | None = None, macro: bool = False) -> str:
+def markdown_report(
+    cells: Sequence[dict[str, Any]],
+    metrics: Sequence[str] = ("image_auroc", "pixel_auroc", "aupro"),
+    methods: Sequence[str] | None = None,
+    macro: bool = False,
+) -> str:
     """Markdown tables of the method comparison, one per (dataset, backbone): rows (category, k), a column per
     method holding ``metric1 / metric2 / ...`` (mean over runs, %), and RegAD's paper image AUROC.
 
@@ -641,15 +756,22 @@ def markdown_report(cells: Sequence[dict[str, Any]], metrics: Sequence[str] = ("
         for c in chosen:
             runs.setdefault((c["category"], int(c["k"])), {}).setdefault(c["method"], set()).add(c["run"])
         header = ["category", "k", "runs"] + order + ["paper RegAD (image)"]
-        lines = [f"**{dataset} · {backbone}** — cells: {' / '.join(m.replace('_auroc', ' AUROC') for m in metrics)} (%)",
-                 "", "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+        lines = [
+            f"**{dataset} · {backbone}** — cells: {' / '.join(m.replace('_auroc', ' AUROC') for m in metrics)} (%)",
+            "",
+            "| " + " | ".join(header) + " |",
+            "|" + "---|" * len(header),
+        ]
         for row in table:
             if row["category"] == "macro_average" and not macro:
                 continue  # a macro average over a few available categories invites a false comparison
             counts = sorted({len(r) for r in runs.get((row["category"], row["k"]), {}).values()})
             n_runs = "" if not counts else (str(counts[0]) if len(counts) == 1 else f"{counts[0]}–{counts[-1]}")
             values = [_cell_text([row.get(f"{m}_{metric}") for metric in metrics]) for m in order]
-            lines.append(f"| {row['category']} | {row['k']} | {n_runs} | " + " | ".join(values) +
-                         f" | {_cell_text([row.get('paper_regad_image_auroc')])} |")
+            lines.append(
+                f"| {row['category']} | {row['k']} | {n_runs} | "
+                + " | ".join(values)
+                + f" | {_cell_text([row.get('paper_regad_image_auroc')])} |"
+            )
         blocks.append("\n".join(lines))
     return "\n\n".join(blocks) + "\n"

@@ -59,6 +59,7 @@ Speed on CPU (same numbers; measured on 2 shared cores, k=8, C=448, 56x56, see b
   call makes every call synchronise its threads, which costs far more than it gains on a busy
   machine (Cholesky 25x and the scoring GEMMs 4x slower with 2 threads on a loaded 2-core box).
 """
+
 from __future__ import annotations
 
 import contextlib
@@ -106,8 +107,7 @@ def single_thread_cpu(device: torch.device | str) -> Iterator[None]:
         torch.set_num_threads(previous)
 
 
-def _position_major(flat: torch.Tensor, start: int, stop: int, out: torch.Tensor,
-                    staging: torch.Tensor | None) -> None:
+def _position_major(flat: torch.Tensor, start: int, stop: int, out: torch.Tensor, staging: torch.Tensor | None) -> None:
     """Copy positions ``start:stop`` of ``flat`` ``[N, C, P]`` into ``out`` ``[stop-start, N, C]``.
 
     If ``flat`` is channel-contiguous (``channels_last`` features), the copy reads whole channel
@@ -118,7 +118,7 @@ def _position_major(flat: torch.Tensor, start: int, stop: int, out: torch.Tensor
     if staging is None or flat.stride(1) == 1:
         out.copy_(view.permute(2, 0, 1))
         return
-    slab = staging[:, :, :stop - start]
+    slab = staging[:, :, : stop - start]
     slab.copy_(view)
     out.copy_(slab.permute(2, 0, 1))
 
@@ -164,8 +164,9 @@ def _auto_chunk(bytes_per_position: int, num_positions: int, budget: int) -> int
     return int(max(1, min(num_positions, budget // max(1, bytes_per_position))))
 
 
-def _pick_chunk(per_position: int, temp_per_position: int, num_positions: int, budget: int,
-                device: torch.device) -> int:
+def _pick_chunk(
+    per_position: int, temp_per_position: int, num_positions: int, budget: int, device: torch.device
+) -> int:
     chunk = _auto_chunk(per_position, num_positions, budget)
     if device.type == "cpu":  # small, cache-resident, reused temporaries (see CPU_CHUNK_BYTES)
         chunk = min(chunk, _auto_chunk(temp_per_position, num_positions, CPU_CHUNK_BYTES))
@@ -204,21 +205,28 @@ class PositionalGaussian:
     def __init__(self) -> None:
         self.method_: str | None = None
         self.eps: float = GAUSSIAN_EPS
-        self.mean: torch.Tensor | None = None        # [P, C']
-        self.factor_a: torch.Tensor | None = None    # lowrank: [P, N, C'] centred / sqrt(N-1)
-        self.chol: torch.Tensor | None = None        # lowrank: [P, N, N] Cholesky of A A^T + eps I; full: [P, C', C'] R^T
-        self.channels: torch.Tensor | None = None    # LongTensor of used channels, or None = all
-        self.num_channels: int | None = None         # C of the features given to fit (before subset)
+        self.mean: torch.Tensor | None = None  # [P, C']
+        self.factor_a: torch.Tensor | None = None  # lowrank: [P, N, C'] centred / sqrt(N-1)
+        self.chol: torch.Tensor | None = None  # lowrank: [P, N, N] Cholesky of A A^T + eps I; full: [P, C', C'] R^T
+        self.channels: torch.Tensor | None = None  # LongTensor of used channels, or None = all
+        self.num_channels: int | None = None  # C of the features given to fit (before subset)
         self.spatial: tuple[int, int] | None = None
         self.num_samples: int | None = None
         self.chunk_size: int | None = None
         self.memory_budget: int = DEFAULT_MEMORY_BUDGET
 
     # ------------------------------------------------------------------ fit
-    def fit(self, features: torch.Tensor, eps: float = GAUSSIAN_EPS, method: str = "auto",
-            chunk_size: int | None = None, channels: torch.Tensor | None = None,
-            memory_budget: int = DEFAULT_MEMORY_BUDGET, *,
-            overwrite_features: bool = False) -> "PositionalGaussian":
+    def fit(
+        self,
+        features: torch.Tensor,
+        eps: float = GAUSSIAN_EPS,
+        method: str = "auto",
+        chunk_size: int | None = None,
+        channels: torch.Tensor | None = None,
+        memory_budget: int = DEFAULT_MEMORY_BUDGET,
+        *,
+        overwrite_features: bool = False,
+    ) -> "PositionalGaussian":
         """Fit mean and (regularised) covariance at every position.
 
         Args:
@@ -255,9 +263,11 @@ class PositionalGaussian:
         if channels is not None:
             channels = torch.as_tensor(channels, dtype=torch.long).flatten()
             if channels.numel() == 0 or channels.min() < 0 or channels.max() >= c:
-                raise ValueError(f"channels must index the {c} feature channels (0..{c - 1}), "
-                                 f"got {channels.numel()} indices in [{channels.min().item() if channels.numel() else '-'}, "
-                                 f"{channels.max().item() if channels.numel() else '-'}].")
+                raise ValueError(
+                    f"channels must index the {c} feature channels (0..{c - 1}), "
+                    f"got {channels.numel()} indices in [{channels.min().item() if channels.numel() else '-'}, "
+                    f"{channels.max().item() if channels.numel() else '-'}]."
+                )
             channels = channels.to(features.device)
             features = features.index_select(1, channels)
         cd = features.shape[1]
@@ -280,13 +290,21 @@ class PositionalGaussian:
         mean = torch.empty(p, cd, dtype=dtype, device=dev)
         k = min(chunk, p)
         staging = torch.empty(n, cd, k, dtype=dtype, device=dev) if flat.stride(1) != 1 else None
-        in_place = (overwrite_features and method == "lowrank" and channels is None
-                    and features.dtype == dtype and features.permute(2, 3, 0, 1).is_contiguous())
+        in_place = (
+            overwrite_features
+            and method == "lowrank"
+            and channels is None
+            and features.dtype == dtype
+            and features.permute(2, 3, 0, 1).is_contiguous()
+        )
         if in_place:
             staging = None
         if method == "lowrank":
-            factor_a = (features.permute(2, 3, 0, 1).reshape(p, n, cd) if in_place
-                        else torch.empty(p, n, cd, dtype=dtype, device=dev))
+            factor_a = (
+                features.permute(2, 3, 0, 1).reshape(p, n, cd)
+                if in_place
+                else torch.empty(p, n, cd, dtype=dtype, device=dev)
+            )
             chol = torch.empty(p, n, n, dtype=dtype, device=dev)
             stacked = None
         else:
@@ -331,8 +349,9 @@ class PositionalGaussian:
         return self
 
     @staticmethod
-    def position_major_buffer(n: int, c: int, h: int, w: int, dtype: torch.dtype = torch.float32,
-                              device: torch.device | str = "cpu") -> torch.Tensor:
+    def position_major_buffer(
+        n: int, c: int, h: int, w: int, dtype: torch.dtype = torch.float32, device: torch.device | str = "cpu"
+    ) -> torch.Tensor:
         """An empty ``[N, C, H, W]`` tensor stored position-major (``[H, W, N, C]`` in memory).
 
         Fill it with support features (e.g. ``RegADModel.embed(x, out=buffer[i:j])``) and pass it to
@@ -385,14 +404,14 @@ class PositionalGaussian:
         with single_thread_cpu(device):
             for start in range(0, p, chunk):
                 stop = min(start + chunk, p)
-                v = x_buf[:stop - start]
+                v = x_buf[: stop - start]
                 _position_major(flat, start, stop, v, staging)  # [p, M, C]
                 v.sub_(self.mean[start:stop].unsqueeze(1))
                 if self.method_ == "lowrank":
                     # Residual form (1) of the module docstring: d^2 = |v - A^T y|^2 / eps + |y|^2.
-                    a = self.factor_a[start:stop]                                   # [p, N, C]
+                    a = self.factor_a[start:stop]  # [p, N, C]
                     y = torch.cholesky_solve(torch.matmul(a, v.mT), chol[start:stop])  # [p, N, M]
-                    v.baddbmm_(y.mT, a, alpha=-1.0)                                 # r = v - A^T y, in place
+                    v.baddbmm_(y.mT, a, alpha=-1.0)  # r = v - A^T y, in place
                     torch.linalg.vecdot(v, v, out=d2[start:stop])
                     d2[start:stop].div_(self.eps).add_(torch.linalg.vecdot(y, y, dim=1))
                 else:
@@ -407,17 +426,26 @@ class PositionalGaussian:
         if self.mean is None:
             raise RuntimeError("PositionalGaussian.state_dict called before fit().")
         return {
-            "method": self.method_, "eps": self.eps, "mean": self.mean, "factor_a": self.factor_a,
-            "chol": self.chol, "channels": self.channels, "num_channels": self.num_channels,
-            "spatial": list(self.spatial), "num_samples": self.num_samples,
-            "chunk_size": self.chunk_size, "memory_budget": self.memory_budget,
+            "method": self.method_,
+            "eps": self.eps,
+            "mean": self.mean,
+            "factor_a": self.factor_a,
+            "chol": self.chol,
+            "channels": self.channels,
+            "num_channels": self.num_channels,
+            "spatial": list(self.spatial),
+            "num_samples": self.num_samples,
+            "chunk_size": self.chunk_size,
+            "memory_budget": self.memory_budget,
         }
 
     def load_state_dict(self, state: dict[str, Any]) -> "PositionalGaussian":
         """Restore from :meth:`state_dict`; returns ``self``."""
         missing = {"method", "eps", "mean", "chol", "num_channels", "spatial", "num_samples"} - set(state)
         if missing:
-            raise ValueError(f"PositionalGaussian state is missing keys {sorted(missing)}; was it made by state_dict()?")
+            raise ValueError(
+                f"PositionalGaussian state is missing keys {sorted(missing)}; was it made by state_dict()?"
+            )
         if state["method"] not in ("lowrank", "full"):
             raise ValueError(f"PositionalGaussian state has unknown method {state['method']!r}.")
         self.method_ = state["method"]

@@ -5,6 +5,7 @@ A method turns k support images into a ready normal model (``fit``) and then sco
 scores and metrics are shared by every method and live in :mod:`fsad.anomaly_map` and
 :mod:`fsad.metrics`, so the comparison between methods differs only in the part that should differ.
 """
+
 from __future__ import annotations
 
 from typing import Any, Protocol, Sequence
@@ -49,6 +50,7 @@ def batched_embed(embed, images: torch.Tensor, batch_size: int = DEFAULT_FEATURE
     ``[positions, channels]`` rows (PatchCore's bank, the Gaussian's per-position vectors) without a
     transpose.
     """
+
     def run(batch: torch.Tensor) -> torch.Tensor:
         if batch.dim() == 4:
             batch = batch.contiguous(memory_format=torch.channels_last)
@@ -57,18 +59,22 @@ def batched_embed(embed, images: torch.Tensor, batch_size: int = DEFAULT_FEATURE
     if len(images) <= batch_size:
         return run(images)
     first = run(images[:batch_size])
-    fmt = (torch.channels_last if first.dim() == 4 and not first.is_contiguous()
-           and first.is_contiguous(memory_format=torch.channels_last) else torch.contiguous_format)
+    fmt = (
+        torch.channels_last
+        if first.dim() == 4 and not first.is_contiguous() and first.is_contiguous(memory_format=torch.channels_last)
+        else torch.contiguous_format
+    )
     out = torch.empty((len(images), *first.shape[1:]), dtype=first.dtype, device=first.device, memory_format=fmt)
     out[:batch_size].copy_(first)
     del first
     for i in range(batch_size, len(images), batch_size):
-        out[i:i + batch_size].copy_(run(images[i:i + batch_size]))
+        out[i : i + batch_size].copy_(run(images[i : i + batch_size]))
     return out
 
 
-def maps_and_image_scores(method: Any, features: torch.Tensor, image_size: int | tuple[int, int]
-                          ) -> tuple[torch.Tensor, torch.Tensor]:
+def maps_and_image_scores(
+    method: Any, features: torch.Tensor, image_size: int | tuple[int, int]
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Anomaly maps ``[M, S, S]`` and image scores ``[M]`` of test features, by the method's image-score rule.
 
     The one place where a method's distances become maps and image scores, used by
@@ -110,9 +116,15 @@ class GaussianMethod:
         name: "regad" or "padim", recorded in results.
     """
 
-    def __init__(self, model: torch.nn.Module, augment_families: Sequence[str] = AUGMENT_FAMILIES,
-                 channel_subset: int | None = None, seed: int = 0, name: str = "regad",
-                 feature_batch: int = DEFAULT_FEATURE_BATCH) -> None:
+    def __init__(
+        self,
+        model: torch.nn.Module,
+        augment_families: Sequence[str] = AUGMENT_FAMILIES,
+        channel_subset: int | None = None,
+        seed: int = 0,
+        name: str = "regad",
+        feature_batch: int = DEFAULT_FEATURE_BATCH,
+    ) -> None:
         self.model = model.eval()
         self.augment_families = tuple(augment_families)
         self.channel_subset = channel_subset
@@ -125,15 +137,19 @@ class GaussianMethod:
         """Output shape of a model with ``embed(x, out=...)`` (a RegADModel), else None."""
         size = getattr(self.model, "image_size", None)
         channels = getattr(self.model, "embed_channels", None)
-        if (not isinstance(size, int) or not isinstance(channels, int) or images.dim() != 4
-                or tuple(images.shape[-2:]) != (size, size)):
+        if (
+            not isinstance(size, int)
+            or not isinstance(channels, int)
+            or images.dim() != 4
+            or tuple(images.shape[-2:]) != (size, size)
+        ):
             return None
         side = size // 4  # stage-1 stride of both backbones
         return len(images), channels, side, side
 
     def _embed_into(self, images: torch.Tensor, out: torch.Tensor) -> torch.Tensor:
         for i in range(0, len(images), self.feature_batch):
-            self.model.embed(images[i:i + self.feature_batch], out=out[i:i + self.feature_batch])
+            self.model.embed(images[i : i + self.feature_batch], out=out[i : i + self.feature_batch])
         return out
 
     @torch.no_grad()
@@ -173,5 +189,9 @@ class GaussianMethod:
         return self.score_features(self.embed(images))
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.name, "augment_families": list(self.augment_families),
-                "channel_subset": self.channel_subset, "gaussian": self.gaussian.method_}
+        return {
+            "method": self.name,
+            "augment_families": list(self.augment_families),
+            "channel_subset": self.channel_subset,
+            "gaussian": self.gaussian.method_,
+        }

@@ -17,6 +17,7 @@ scores, or mismatched shapes.
 Inputs may be torch tensors or NumPy arrays; masks may be ``[M, H, W]`` or ``[M, 1, H, W]`` and are
 binarised with ``> 0.5`` like the authors' ``gt_mask > 0.5``.
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -238,8 +239,15 @@ def threshold_curve(labels: Any, scores: Any) -> dict[str, np.ndarray]:
     recall = tp / positives
     denom = precision + recall
     f1 = np.divide(2 * precision * recall, denom, out=np.zeros_like(denom), where=denom > 0)
-    return {"threshold": s_sorted[ends], "tp": tp, "fp": fp, "precision": precision, "recall": recall, "f1": f1,
-            "false_alarm_rate": fp / negatives}
+    return {
+        "threshold": s_sorted[ends],
+        "tp": tp,
+        "fp": fp,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_alarm_rate": fp / negatives,
+    }
 
 
 def operating_point(labels: Any, scores: Any, threshold: float) -> dict[str, float]:
@@ -257,8 +265,17 @@ def operating_point(labels: Any, scores: Any, threshold: float) -> dict[str, flo
     precision = tp / (tp + fp) if tp + fp else 0.0
     recall = tp / (tp + fn)
     f1 = 2 * precision * recall / (precision + recall) if precision + recall else 0.0
-    return {"threshold": float(threshold), "tp": tp, "fp": fp, "fn": fn, "tn": tn, "precision": precision,
-            "recall": recall, "f1": f1, "false_alarm_rate": fp / (fp + tn)}
+    return {
+        "threshold": float(threshold),
+        "tp": tp,
+        "fp": fp,
+        "fn": fn,
+        "tn": tn,
+        "precision": precision,
+        "recall": recall,
+        "f1": f1,
+        "false_alarm_rate": fp / (fp + tn),
+    }
 
 
 def threshold_for_false_alarm_rate(labels: Any, scores: Any, max_false_alarm_rate: float) -> float:
@@ -296,5 +313,16 @@ def best_f1_threshold(labels: Any, scores: Any) -> float:
     return float(curve["threshold"][int(np.argmax(curve["f1"]))])
 
 
-__all__ = ["AUPRO_FPR_LIMIT", "MetricError", "aupro", "best_f1_threshold", "f1_max", "image_auroc",
-           "operating_point", "pixel_auroc", "pro_curve", "threshold_curve", "threshold_for_false_alarm_rate"]
+__all__ = [
+    "AUPRO_FPR_LIMIT",
+    "MetricError",
+    "aupro",
+    "best_f1_threshold",
+    "f1_max",
+    "image_auroc",
+    "operating_point",
+    "pixel_auroc",
+    "pro_curve",
+    "threshold_curve",
+    "threshold_for_false_alarm_rate",
+]

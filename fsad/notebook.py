@@ -3,6 +3,7 @@
 Kept in the library so the notebooks stay narrative and all of them resolve defaults the same way
 (d2l style: a function a later notebook needs is promoted here, never copy-pasted).
 """
+
 from __future__ import annotations
 
 import json
@@ -47,9 +48,18 @@ class NotebookContext:
         return record
 
 
-def setup(*, data_root: str | None, dataset: str, device: str = "auto", backbone: str = "auto",
-          weights: str = "imagenet", output_dir: str | None = None, smoke: bool = False, seed: int = 0,
-          notebook: str = "notebook") -> NotebookContext:
+def setup(
+    *,
+    data_root: str | None,
+    dataset: str,
+    device: str = "auto",
+    backbone: str = "auto",
+    weights: str = "imagenet",
+    output_dir: str | None = None,
+    smoke: bool = False,
+    seed: int = 0,
+    notebook: str = "notebook",
+) -> NotebookContext:
     """Resolve a notebook's parameters, seed everything and write ``<output_dir>/context.json``.
 
     Args:
@@ -74,17 +84,32 @@ def setup(*, data_root: str | None, dataset: str, device: str = "auto", backbone
     else:
         root = Path(data_root).expanduser()
         if not root.is_dir():
-            raise MissingFileError(f"data_root {root} does not exist. Use data_root=None for the synthetic set, or "
-                                   "see README 'Getting MVTec AD and MPDD' (python -m data_tools download ...).")
+            raise MissingFileError(
+                f"data_root {root} does not exist. Use data_root=None for the synthetic set, or "
+                "see README 'Getting MVTec AD and MPDD' (python -m data_tools download ...)."
+            )
     resolved_backbone = default_backbone() if backbone == "auto" else backbone
     out = Path(output_dir) if output_dir else runs_dir() / "notebooks" / notebook
     out.mkdir(parents=True, exist_ok=True)
     seed_everything(seed)
-    context = NotebookContext(data_root=root, dataset=dataset, device=resolve_device(device),
-                              backbone=resolved_backbone, weights=weights, output_dir=out, smoke=smoke, seed=seed)
+    context = NotebookContext(
+        data_root=root,
+        dataset=dataset,
+        device=resolve_device(device),
+        backbone=resolved_backbone,
+        weights=weights,
+        output_dir=out,
+        smoke=smoke,
+        seed=seed,
+    )
     weights_note = "random init (explicit)" if weights == "random" else f"{weights} weights"
-    print(f"{notebook}: dataset {dataset} at {root}; backbone {resolved_backbone} ({weights_note}); "
-          f"device {context.device}; outputs in {out}{'; SMOKE mode' if smoke else ''}")
-    (out / "context.json").write_text(json.dumps({"notebook": notebook, **context.describe(),
-                                                  "environment": environment_info(context.device)}, indent=2))
+    print(
+        f"{notebook}: dataset {dataset} at {root}; backbone {resolved_backbone} ({weights_note}); "
+        f"device {context.device}; outputs in {out}{'; SMOKE mode' if smoke else ''}"
+    )
+    (out / "context.json").write_text(
+        json.dumps(
+            {"notebook": notebook, **context.describe(), "environment": environment_info(context.device)}, indent=2
+        )
+    )
     return context

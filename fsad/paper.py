@@ -20,6 +20,7 @@ Example:
     >>> regad_image_auroc("mvtec", "average", 4), regad_pixel_auroc("mvtec", 32)
     (88.2, 96.9)
 """
+
 from __future__ import annotations
 
 from typing import Any
@@ -111,40 +112,84 @@ PAPER_TABLE4_FULL_DATA: dict[str, dict[str, dict[str, float | None]]] = {
 # Rows: 'A' support augmentation, 'F' aggregated registration training, 'S' STN.
 PAPER_TABLE5: dict[str, dict[str, dict[str, tuple[float, float, float]]]] = {
     "mvtec": {
-        "image": {"none": (74.7, 78.0, 80.5), "A": (81.5, 84.9, 87.4), "F": (78.0, 80.9, 83.1),
-                  "F+S": (79.1, 82.9, 84.9), "A+F": (83.0, 86.4, 89.3), "A+F+S": (85.7, 88.2, 91.2)},
-        "pixel": {"none": (88.6, 90.5, 92.1), "A": (93.3, 94.7, 95.5), "F": (90.8, 92.5, 94.0),
-                  "F+S": (90.5, 93.3, 94.3), "A+F": (94.7, 95.9, 96.6), "A+F+S": (94.6, 95.8, 96.7)},
+        "image": {
+            "none": (74.7, 78.0, 80.5),
+            "A": (81.5, 84.9, 87.4),
+            "F": (78.0, 80.9, 83.1),
+            "F+S": (79.1, 82.9, 84.9),
+            "A+F": (83.0, 86.4, 89.3),
+            "A+F+S": (85.7, 88.2, 91.2),
+        },
+        "pixel": {
+            "none": (88.6, 90.5, 92.1),
+            "A": (93.3, 94.7, 95.5),
+            "F": (90.8, 92.5, 94.0),
+            "F+S": (90.5, 93.3, 94.3),
+            "A+F": (94.7, 95.9, 96.6),
+            "A+F+S": (94.6, 95.8, 96.7),
+        },
     },
     "mpdd": {
-        "image": {"none": (49.6, 53.7, 55.5), "A": (50.8, 54.2, 61.1), "F": (53.9, 55.5, 57.2),
-                  "F+S": (57.6, 60.9, 62.7), "A+F": (52.8, 57.7, 64.8), "A+F+S": (63.4, 68.8, 71.9)},
-        "pixel": {"none": (89.5, 91.2, 92.0), "A": (92.4, 93.3, 93.9), "F": (91.5, 92.2, 93.0),
-                  "F+S": (91.0, 91.8, 93.0), "A+F": (93.3, 94.1, 94.4), "A+F+S": (93.2, 93.9, 95.1)},
+        "image": {
+            "none": (49.6, 53.7, 55.5),
+            "A": (50.8, 54.2, 61.1),
+            "F": (53.9, 55.5, 57.2),
+            "F+S": (57.6, 60.9, 62.7),
+            "A+F": (52.8, 57.7, 64.8),
+            "A+F+S": (63.4, 68.8, 71.9),
+        },
+        "pixel": {
+            "none": (89.5, 91.2, 92.0),
+            "A": (92.4, 93.3, 93.9),
+            "F": (91.5, 92.2, 93.0),
+            "F+S": (91.0, 91.8, 93.0),
+            "A+F": (93.3, 94.1, 94.4),
+            "A+F+S": (93.2, 93.9, 95.1),
+        },
     },
 }
 # Table 6: image AUROC in % (macro average, 10 runs) at k = 2, A+F with each STN version ("no_stn" = A+F).
 PAPER_TABLE6: dict[str, dict[str, float]] = {
-    "mvtec": {"no_stn": 83.0, "translation": 84.5, "rotation": 85.0, "scale": 84.9, "shear": 84.9,
-              "rotation_scale": 85.7, "translation_scale": 84.9, "rotation_translation": 84.2,
-              "rotation_translation_scale": 84.9, "affine": 84.5},
-    "mpdd": {"no_stn": 52.8, "translation": 62.3, "rotation": 57.7, "scale": 59.2, "shear": 59.0,
-             "rotation_scale": 61.5, "translation_scale": 61.8, "rotation_translation": 61.0,
-             "rotation_translation_scale": 61.7, "affine": 63.4},
+    "mvtec": {
+        "no_stn": 83.0,
+        "translation": 84.5,
+        "rotation": 85.0,
+        "scale": 84.9,
+        "shear": 84.9,
+        "rotation_scale": 85.7,
+        "translation_scale": 84.9,
+        "rotation_translation": 84.2,
+        "rotation_translation_scale": 84.9,
+        "affine": 84.5,
+    },
+    "mpdd": {
+        "no_stn": 52.8,
+        "translation": 62.3,
+        "rotation": 57.7,
+        "scale": 59.2,
+        "shear": 59.0,
+        "rotation_scale": 61.5,
+        "translation_scale": 61.8,
+        "rotation_translation": 61.0,
+        "rotation_translation_scale": 61.7,
+        "affine": 63.4,
+    },
 }
 
 # --------------------------------------------------------------------------- RCM-FSAD
 # Table 7 rows (module ablation on MVTec AD, k-shot; "detection" = image AUROC, "location" = pixel AUROC).
 # Row key -> (attention, dcn) of fsad.models.regad.RegADModel.
 RCM_TABLE7_VARIANTS: dict[str, tuple[str, bool]] = {
-    "R18": ("none", False), "R18+TAM": ("tam", False), "R18+MAM": ("mam", False),
-    "R18+DCNv2": ("none", True), "R18+MAM+DCNv2": ("mam", True),
+    "R18": ("none", False),
+    "R18+TAM": ("tam", False),
+    "R18+MAM": ("mam", False),
+    "R18+DCNv2": ("none", True),
+    "R18+MAM+DCNv2": ("mam", True),
 }
 # Table 7 values: the table body is missing from our copy of the text (only its caption and note survive),
 # so every cell is None: variant -> {"image"/"pixel": {k: None}}.
 RCM_TABLE7: dict[str, dict[str, dict[int, float | None]]] = {
-    name: {"image": {k: None for k in PAPER_KS}, "pixel": {k: None for k in PAPER_KS}}
-    for name in RCM_TABLE7_VARIANTS
+    name: {"image": {k: None for k in PAPER_KS}, "pixel": {k: None for k in PAPER_KS}} for name in RCM_TABLE7_VARIANTS
 }
 # Tables 1–3 (image) and 4–6 (pixel): RCM-FSAD per category on MVTec AD — bodies missing likewise.
 RCM_PER_CATEGORY: dict[str, dict[str, dict[int, float | None]]] = {
@@ -172,8 +217,11 @@ def regad_image_auroc(dataset: str, category: str, k: int) -> float | None:
         ValueError: dataset other than "mvtec"/"mpdd".
     """
     _check_dataset(dataset)
-    table, average = ((PAPER_TABLE1_REGAD, PAPER_TABLE1_REGAD_AVERAGE) if dataset == "mvtec"
-                      else (PAPER_TABLE2_REGAD, PAPER_TABLE2_REGAD_AVERAGE))
+    table, average = (
+        (PAPER_TABLE1_REGAD, PAPER_TABLE1_REGAD_AVERAGE)
+        if dataset == "mvtec"
+        else (PAPER_TABLE2_REGAD, PAPER_TABLE2_REGAD_AVERAGE)
+    )
     if category in ("average", "macro_average"):
         return average.get(k) if k in average else PAPER_TABLE4_REGAD.get(k, {}).get(dataset, {}).get("image")
     return table.get(category, {}).get(k)
@@ -227,7 +275,17 @@ PAPER_REFERENCES: dict[str, dict[str, tuple[str, ...]]] = {
     "regad": {
         "Sec. 3": ("problem setting", "support set", "category-agnostic"),
         "Sec. 4": ("method", "registration", "support set"),
-        "Sec. 4.1": ("registration", "stn", "siamese", "simsiam", "stop-gradient", "affine", "loss", "encoder", "cosine"),
+        "Sec. 4.1": (
+            "registration",
+            "stn",
+            "siamese",
+            "simsiam",
+            "stop-gradient",
+            "affine",
+            "loss",
+            "encoder",
+            "cosine",
+        ),
         "Sec. 4.2": ("normal distribution", "covariance", "augment", "support", "gaussian"),
         "Sec. 4.3": ("inference", "mahalanobis", "anomaly map", "inverse", "score"),
         "Sec. 5.1": ("dataset", "mvtec", "mpdd", "epochs", "resnet", "support"),

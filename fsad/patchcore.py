@@ -24,6 +24,7 @@ results as ``border`` and ``image_score``):
   distances), ``"reweighted"`` (Eq. 7, as anomalib) or ``"map_max"`` (max of the upsampled, blurred map,
   the rule the kit applies to RegAD/PaDiM). :func:`fsad.methods.maps_and_image_scores` applies it.
 """
+
 from __future__ import annotations
 
 import math
@@ -94,12 +95,14 @@ def local_average(features: torch.Tensor, kernel: int = LOCAL_KERNEL, border: st
     _check_border(border)
     if kernel == 1:
         return features
-    return F.avg_pool2d(features, kernel_size=kernel, stride=1, padding=kernel // 2,
-                        count_include_pad=border == "include_padding")
+    return F.avg_pool2d(
+        features, kernel_size=kernel, stride=1, padding=kernel // 2, count_include_pad=border == "include_padding"
+    )
 
 
-def patch_features(stage2: torch.Tensor, stage3: torch.Tensor, kernel: int = LOCAL_KERNEL,
-                   border: str = BORDERS[0]) -> torch.Tensor:
+def patch_features(
+    stage2: torch.Tensor, stage3: torch.Tensor, kernel: int = LOCAL_KERNEL, border: str = BORDERS[0]
+) -> torch.Tensor:
     """PatchCore's patch descriptors: locally averaged stage 2 and stage 3, on stage 2's grid, concatenated.
 
     Stage 3 is upsampled bilinearly (``align_corners=False``, as in anomalib and the authors' code) after
@@ -119,8 +122,9 @@ def patch_features(stage2: torch.Tensor, stage3: torch.Tensor, kernel: int = LOC
         torch.Size([2, 384, 28, 28])
     """
     if stage2.dim() != 4 or stage3.dim() != 4:
-        raise ValueError(f"patch_features expects two [N, C, h, w] maps, got {tuple(stage2.shape)} and "
-                         f"{tuple(stage3.shape)}")
+        raise ValueError(
+            f"patch_features expects two [N, C, h, w] maps, got {tuple(stage2.shape)} and {tuple(stage3.shape)}"
+        )
     if stage2.shape[0] != stage3.shape[0]:
         raise ValueError(f"stage 2 and stage 3 batch sizes differ: {stage2.shape[0]} vs {stage3.shape[0]}")
     s2 = local_average(stage2, kernel, border)
@@ -135,8 +139,12 @@ def _check_chunk(name: str, value: int) -> None:
         raise ValueError(f"{name} must be a positive integer, got {value}")
 
 
-def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, chunk_size: int = DEFAULT_QUERY_CHUNK,
-                       bank_chunk_size: int = DEFAULT_BANK_CHUNK) -> tuple[torch.Tensor, torch.Tensor]:
+def nearest_neighbours(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    chunk_size: int = DEFAULT_QUERY_CHUNK,
+    bank_chunk_size: int = DEFAULT_BANK_CHUNK,
+) -> tuple[torch.Tensor, torch.Tensor]:
     """Euclidean distance from every query row to its nearest bank row, and that row's index.
 
     Blocks of ``chunk_size`` queries x ``bank_chunk_size`` bank rows (a running minimum over bank blocks), so
@@ -174,27 +182,29 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, chunk_size: in
     if queries.dim() != 2 or bank.dim() != 2:
         raise ValueError(f"queries and bank must be 2-D [rows, D], got {tuple(queries.shape)} and {tuple(bank.shape)}")
     if queries.shape[1] != bank.shape[1]:
-        raise ValueError(f"feature dimensions differ: queries have D={queries.shape[1]}, bank has D={bank.shape[1]}"
-                         " (were the bank and the queries made with the same backbone?)")
+        raise ValueError(
+            f"feature dimensions differ: queries have D={queries.shape[1]}, bank has D={bank.shape[1]}"
+            " (were the bank and the queries made with the same backbone?)"
+        )
     if bank.shape[0] == 0:
         raise ValueError("the memory bank is empty: fit the method on at least one support image first")
     _check_chunk("chunk_size", chunk_size)
     _check_chunk("bank_chunk_size", bank_chunk_size)
     centre = bank.mean(dim=0, dtype=queries.dtype)
     bank = bank.to(queries.dtype) - centre
-    bank_sq = torch.linalg.vecdot(bank, bank)                      # [M], once
+    bank_sq = torch.linalg.vecdot(bank, bank)  # [M], once
     distances = torch.empty(queries.shape[0], dtype=queries.dtype, device=queries.device)
     indices = torch.empty(queries.shape[0], dtype=torch.long, device=queries.device)
     block = None
     for start in range(0, queries.shape[0], chunk_size):
-        q = queries[start:start + chunk_size] - centre
+        q = queries[start : start + chunk_size] - centre
         best = best_index = None
         for b_start in range(0, bank.shape[0], bank_chunk_size):
-            rows = bank[b_start:b_start + bank_chunk_size]
+            rows = bank[b_start : b_start + bank_chunk_size]
             shape = (q.shape[0], rows.shape[0])
             if block is None or block.shape != shape:
-                block = torch.empty(shape, dtype=q.dtype, device=q.device)   # reused across chunks
-            torch.addmm(bank_sq[b_start:b_start + rows.shape[0]], q, rows.T, beta=1, alpha=-2, out=block)
+                block = torch.empty(shape, dtype=q.dtype, device=q.device)  # reused across chunks
+            torch.addmm(bank_sq[b_start : b_start + rows.shape[0]], q, rows.T, beta=1, alpha=-2, out=block)
             block_min, block_index = block.min(dim=1)
             if best is None:
                 best, best_index = block_min, block_index
@@ -203,13 +213,17 @@ def nearest_neighbours(queries: torch.Tensor, bank: torch.Tensor, chunk_size: in
                 best = torch.where(better, block_min, best)
                 best_index = torch.where(better, block_index + b_start, best_index)
         # Exact distance to the chosen neighbour (see docstring): one difference per query, vectorised.
-        distances[start:start + q.shape[0]] = torch.linalg.vector_norm(q - bank[best_index], dim=1)
-        indices[start:start + q.shape[0]] = best_index
+        distances[start : start + q.shape[0]] = torch.linalg.vector_norm(q - bank[best_index], dim=1)
+        indices[start : start + q.shape[0]] = best_index
     return distances, indices
 
 
-def nearest_distance(queries: torch.Tensor, bank: torch.Tensor, chunk_size: int = DEFAULT_QUERY_CHUNK,
-                     bank_chunk_size: int = DEFAULT_BANK_CHUNK) -> torch.Tensor:
+def nearest_distance(
+    queries: torch.Tensor,
+    bank: torch.Tensor,
+    chunk_size: int = DEFAULT_QUERY_CHUNK,
+    bank_chunk_size: int = DEFAULT_BANK_CHUNK,
+) -> torch.Tensor:
     """Euclidean distance from each query row to the nearest bank row: PatchCore's patch score.
 
     See :func:`nearest_neighbours` (this returns only its distances).
@@ -244,8 +258,9 @@ def sparse_projection_matrix(dim: int, projection_dim: int, seed: int) -> torch.
     return torch.from_numpy(projector.components_.toarray().astype(np.float32))
 
 
-def greedy_coreset(bank: torch.Tensor, ratio: float, seed: int = 0,
-                   projection_dim: int | None = CORESET_PROJECTION_DIM) -> torch.Tensor:
+def greedy_coreset(
+    bank: torch.Tensor, ratio: float, seed: int = 0, projection_dim: int | None = CORESET_PROJECTION_DIM
+) -> torch.Tensor:
     """Indices of a greedy k-center (farthest-point) coreset of the bank: PatchCore's subsampling.
 
     Roth et al. (2022), Alg. 1, as in anomalib's ``KCenterGreedy``: the rows are first mapped by a sparse
@@ -296,9 +311,14 @@ def greedy_coreset(bank: torch.Tensor, ratio: float, seed: int = 0,
     return selected.cpu()
 
 
-def reweighted_image_scores(patch_scores: torch.Tensor, nn_indices: torch.Tensor, embeddings: torch.Tensor,
-                            bank: torch.Tensor, neighbours: int = REWEIGHT_NEIGHBOURS,
-                            chunk_size: int = DEFAULT_QUERY_CHUNK) -> torch.Tensor:
+def reweighted_image_scores(
+    patch_scores: torch.Tensor,
+    nn_indices: torch.Tensor,
+    embeddings: torch.Tensor,
+    bank: torch.Tensor,
+    neighbours: int = REWEIGHT_NEIGHBOURS,
+    chunk_size: int = DEFAULT_QUERY_CHUNK,
+) -> torch.Tensor:
     """PatchCore's reweighted image score (Roth et al. 2022, Eq. 7).
 
     For each image: m_test* = the patch with the largest nearest-neighbour distance s*, m* = its nearest
@@ -329,11 +349,17 @@ def reweighted_image_scores(patch_scores: torch.Tensor, nn_indices: torch.Tensor
         >>> scores.shape
         torch.Size([2])
     """
-    if patch_scores.dim() != 2 or nn_indices.shape != patch_scores.shape or embeddings.dim() != 3 \
-            or embeddings.shape[:2] != patch_scores.shape:
-        raise ValueError("reweighted_image_scores expects patch_scores [B,P], nn_indices [B,P] and embeddings "
-                         f"[B,P,D]; got {tuple(patch_scores.shape)}, {tuple(nn_indices.shape)}, "
-                         f"{tuple(embeddings.shape)}")
+    if (
+        patch_scores.dim() != 2
+        or nn_indices.shape != patch_scores.shape
+        or embeddings.dim() != 3
+        or embeddings.shape[:2] != patch_scores.shape
+    ):
+        raise ValueError(
+            "reweighted_image_scores expects patch_scores [B,P], nn_indices [B,P] and embeddings "
+            f"[B,P,D]; got {tuple(patch_scores.shape)}, {tuple(nn_indices.shape)}, "
+            f"{tuple(embeddings.shape)}"
+        )
     if neighbours < 1:
         raise ValueError(f"neighbours (b in Eq. 7) must be a positive integer, got {neighbours}")
     b = min(int(neighbours), bank.shape[0])
@@ -341,15 +367,20 @@ def reweighted_image_scores(patch_scores: torch.Tensor, nn_indices: torch.Tensor
     if b == 1:
         return best_score
     rows = torch.arange(patch_scores.shape[0], device=patch_scores.device)
-    test_patch = embeddings[rows, best_patch]                  # m_test*  [B, D]
-    nearest = bank[nn_indices[rows, best_patch]].to(test_patch.dtype)   # m*  [B, D]
+    test_patch = embeddings[rows, best_patch]  # m_test*  [B, D]
+    nearest = bank[nn_indices[rows, best_patch]].to(test_patch.dtype)  # m*  [B, D]
     # N_b(m*): b nearest bank rows of m*; B queries only, so a chunked cdist + topk is cheap.
-    support = torch.cat([torch.cdist(nearest[i:i + chunk_size], bank.to(nearest.dtype)).topk(b, largest=False).indices
-                         for i in range(0, nearest.shape[0], chunk_size)])          # [B, b]
+    support = torch.cat(
+        [
+            torch.cdist(nearest[i : i + chunk_size], bank.to(nearest.dtype)).topk(b, largest=False).indices
+            for i in range(0, nearest.shape[0], chunk_size)
+        ]
+    )  # [B, b]
     distances = torch.linalg.vector_norm(test_patch.unsqueeze(1) - bank[support].to(test_patch.dtype), dim=2)
     # Keep m* as the first term of the softmax (topk may order exact ties differently).
-    distances = torch.cat([torch.linalg.vector_norm(test_patch - nearest, dim=1, keepdim=True),
-                           distances[:, 1:]], dim=1)
+    distances = torch.cat(
+        [torch.linalg.vector_norm(test_patch - nearest, dim=1, keepdim=True), distances[:, 1:]], dim=1
+    )
     weight = 1.0 - torch.softmax(distances, dim=1)[:, 0]
     return weight * best_score
 
@@ -358,6 +389,7 @@ def _methods():
     # Imported lazily: fsad.methods may import this module to register PatchCoreMethod, and it imports
     # fsad.augment/fsad.gaussian at module level; a top-level import here would be circular.
     from fsad import methods
+
     return methods
 
 
@@ -395,24 +427,39 @@ class PatchCoreMethod:
 
     name = "patchcore"
 
-    def __init__(self, extractor: torch.nn.Module, augment_families: Sequence[str] = (),
-                 coreset_ratio: float | None = None, seed: int = 0, image_score: str = IMAGE_SCORES[0],
-                 border: str = BORDERS[0], feature_batch: int = DEFAULT_FEATURE_BATCH,
-                 chunk_size: int = DEFAULT_QUERY_CHUNK, bank_chunk_size: int = DEFAULT_BANK_CHUNK,
-                 reweight_neighbours: int = REWEIGHT_NEIGHBOURS) -> None:
+    def __init__(
+        self,
+        extractor: torch.nn.Module,
+        augment_families: Sequence[str] = (),
+        coreset_ratio: float | None = None,
+        seed: int = 0,
+        image_score: str = IMAGE_SCORES[0],
+        border: str = BORDERS[0],
+        feature_batch: int = DEFAULT_FEATURE_BATCH,
+        chunk_size: int = DEFAULT_QUERY_CHUNK,
+        bank_chunk_size: int = DEFAULT_BANK_CHUNK,
+        reweight_neighbours: int = REWEIGHT_NEIGHBOURS,
+    ) -> None:
         if isinstance(augment_families, str):
-            raise ValueError(f"augment_families must be a sequence of family names, not the string "
-                             f"{augment_families!r}; e.g. ({augment_families!r},)")
+            raise ValueError(
+                f"augment_families must be a sequence of family names, not the string "
+                f"{augment_families!r}; e.g. ({augment_families!r},)"
+            )
         self.augment_families = tuple(augment_families)
         if self.augment_families:
             from fsad.augment import AUGMENT_FAMILIES
+
             unknown = [f for f in self.augment_families if f not in AUGMENT_FAMILIES]
             if unknown:
                 raise ValueError(f"unknown augmentation families {unknown}; valid: {list(AUGMENT_FAMILIES)}")
         if coreset_ratio is not None and not 0.0 < float(coreset_ratio) <= 1.0:
             raise ValueError(f"coreset_ratio must be None (keep every patch) or in (0, 1], got {coreset_ratio}")
-        for name, value in (("feature_batch", feature_batch), ("chunk_size", chunk_size),
-                            ("bank_chunk_size", bank_chunk_size), ("reweight_neighbours", reweight_neighbours)):
+        for name, value in (
+            ("feature_batch", feature_batch),
+            ("chunk_size", chunk_size),
+            ("bank_chunk_size", bank_chunk_size),
+            ("reweight_neighbours", reweight_neighbours),
+        ):
             _check_chunk(name, value)
         if image_score not in IMAGE_SCORES:
             raise ValueError(f"unknown PatchCore image score {image_score!r}; choose one of {', '.join(IMAGE_SCORES)}")
@@ -450,8 +497,9 @@ class PatchCoreMethod:
         """Build the memory bank ``[k*V*h*w, D]`` (V augmented views per support, V = 1 without)."""
         if self.augment_families:
             from fsad.augment import augment_supports
+
             supports = augment_supports(supports, self.augment_families)
-        features = self.embed(supports)                                # [N, D, h, w]
+        features = self.embed(supports)  # [N, D, h, w]
         bank = features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
         self.full_bank_size = bank.shape[0]
         if self.coreset_ratio is not None:
@@ -462,8 +510,10 @@ class PatchCoreMethod:
         if self.bank is None:
             raise RuntimeError("PatchCoreMethod scored before fit: call fit(supports) first")
         if features.dim() != 4 or features.shape[1] != self.bank.shape[1]:
-            raise ValueError(f"expected patch features [B, {self.bank.shape[1]}, h, w] from embed(), "
-                             f"got shape {tuple(features.shape)}")
+            raise ValueError(
+                f"expected patch features [B, {self.bank.shape[1]}, h, w] from embed(), "
+                f"got shape {tuple(features.shape)}"
+            )
         return self.bank, features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
 
     @torch.no_grad()
@@ -492,17 +542,28 @@ class PatchCoreMethod:
         distances, indices = nearest_neighbours(queries, bank, self.chunk_size, self.bank_chunk_size)
         maps = distances.reshape(batch, height, width)
         if self.image_score == "reweighted":
-            image_scores = reweighted_image_scores(distances.reshape(batch, -1), indices.reshape(batch, -1),
-                                                   queries.reshape(batch, height * width, dim), bank,
-                                                   self.reweight_neighbours, self.chunk_size)
+            image_scores = reweighted_image_scores(
+                distances.reshape(batch, -1),
+                indices.reshape(batch, -1),
+                queries.reshape(batch, height * width, dim),
+                bank,
+                self.reweight_neighbours,
+                self.chunk_size,
+            )
         else:
             image_scores = maps.flatten(1).amax(dim=1)
         return maps, image_scores
 
     def describe(self) -> dict[str, Any]:
-        return {"method": self.name, "augment_families": list(self.augment_families),
-                "coreset_ratio": self.coreset_ratio, "image_score": self.image_score, "border": self.border,
-                "reweight_neighbours": self.reweight_neighbours if self.image_score == "reweighted" else None,
-                "seed": self.seed, "local_kernel": LOCAL_KERNEL,
-                "bank_size": None if self.bank is None else int(self.bank.shape[0]),
-                "full_bank_size": self.full_bank_size}
+        return {
+            "method": self.name,
+            "augment_families": list(self.augment_families),
+            "coreset_ratio": self.coreset_ratio,
+            "image_score": self.image_score,
+            "border": self.border,
+            "reweight_neighbours": self.reweight_neighbours if self.image_score == "reweighted" else None,
+            "seed": self.seed,
+            "local_kernel": LOCAL_KERNEL,
+            "bank_size": None if self.bank is None else int(self.bank.shape[0]),
+            "full_bank_size": self.full_bank_size,
+        }

@@ -26,6 +26,7 @@ Example:
     ('capsule', 128)
     >>> model = load_model(payload).eval()
 """
+
 from __future__ import annotations
 
 import argparse
@@ -58,8 +59,10 @@ def read_sidecar(path: str | Path = TUTORIAL_CHECKPOINT) -> dict[str, Any]:
     """The sidecar of ``path`` (SHA-256, size, format, command, training log)."""
     side = sidecar_path(path)
     if not side.is_file():
-        raise CheckpointError(f"{side} is missing: the tutorial checkpoint ships with a JSON sidecar holding its SHA-256. "
-                              "Rebuild both with `make tutorial-checkpoint`.")
+        raise CheckpointError(
+            f"{side} is missing: the tutorial checkpoint ships with a JSON sidecar holding its SHA-256. "
+            "Rebuild both with `make tutorial-checkpoint`."
+        )
     return json.loads(side.read_text())
 
 
@@ -71,18 +74,24 @@ def tutorial_checkpoint_path(path: str | Path = TUTORIAL_CHECKPOINT) -> Path:
     """
     path = Path(path)
     if not path.is_file():
-        raise CheckpointError(f"Tutorial checkpoint {path} is missing. Rebuild it with `make tutorial-checkpoint` "
-                              "(about 20 minutes on one CPU core, needs ../shared/data), or set "
-                              "train_from_scratch=True in the notebook.")
+        raise CheckpointError(
+            f"Tutorial checkpoint {path} is missing. Rebuild it with `make tutorial-checkpoint` "
+            "(about 20 minutes on one CPU core, needs ../shared/data), or set "
+            "train_from_scratch=True in the notebook."
+        )
     side = read_sidecar(path)
     size = path.stat().st_size
     if size != side["size"]:
-        raise CheckpointError(f"Tutorial checkpoint {path} has {size} bytes, its sidecar says {side['size']}: the "
-                              "file is truncated or replaced. Restore it (git checkout) or run `make tutorial-checkpoint`.")
+        raise CheckpointError(
+            f"Tutorial checkpoint {path} has {size} bytes, its sidecar says {side['size']}: the "
+            "file is truncated or replaced. Restore it (git checkout) or run `make tutorial-checkpoint`."
+        )
     digest = sha256_file(path)
     if digest != side["sha256"]:
-        raise CheckpointError(f"Tutorial checkpoint {path} has SHA-256 {digest}, its sidecar says {side['sha256']}. "
-                              "Restore it (git checkout) or run `make tutorial-checkpoint`.")
+        raise CheckpointError(
+            f"Tutorial checkpoint {path} has SHA-256 {digest}, its sidecar says {side['sha256']}. "
+            "Restore it (git checkout) or run `make tutorial-checkpoint`."
+        )
     return path
 
 
@@ -96,8 +105,9 @@ def load_tutorial_checkpoint(path: str | Path = TUTORIAL_CHECKPOINT) -> dict[str
     return payload
 
 
-def export_tutorial_checkpoint(last: str | Path, out: str | Path = TUTORIAL_CHECKPOINT,
-                               command: str = TUTORIAL_COMMAND) -> Path:
+def export_tutorial_checkpoint(
+    last: str | Path, out: str | Path = TUTORIAL_CHECKPOINT, command: str = TUTORIAL_COMMAND
+) -> Path:
     """Write a training run's ``last.pt`` as a shippable checkpoint plus its sidecar.
 
     Drops the resume state (optimiser, scheduler, RNG), keeps everything inference and provenance need, and
@@ -111,8 +121,10 @@ def export_tutorial_checkpoint(last: str | Path, out: str | Path = TUTORIAL_CHEC
     payload = read_checkpoint(last)
     train_config = payload.get("train_config", {})
     if int(payload.get("epoch", 0)) < int(train_config.get("epochs", 0)):
-        raise CheckpointError(f"{last} stopped at epoch {payload.get('epoch')} of {train_config.get('epochs')}: "
-                              "finish the run (--resume) before exporting it.")
+        raise CheckpointError(
+            f"{last} stopped at epoch {payload.get('epoch')} of {train_config.get('epochs')}: "
+            "finish the run (--resume) before exporting it."
+        )
     slim = {key: value for key, value in payload.items() if key not in _RESUME_STATE}
     if isinstance(slim.get("weights"), dict) and slim["weights"].get("path"):
         # The training machine's absolute path means nothing elsewhere; the file name and SHA-256 identify it.
@@ -121,31 +133,44 @@ def export_tutorial_checkpoint(last: str | Path, out: str | Path = TUTORIAL_CHEC
     out.parent.mkdir(parents=True, exist_ok=True)
     save_checkpoint(slim, out)  # the safe format: tensors + JSON metadata, read with weights_only=True
     history = payload.get("history", [])
-    atomic_write_json(sidecar_path(out), {
-        "file": out.name,
-        "sha256": sha256_file(out),
-        "size": out.stat().st_size,
-        "format": CHECKPOINT_FORMAT,
-        "command": command,
-        "model_config": payload["model_config"],
-        "target": payload["target"],
-        "dataset": payload["dataset"],
-        "train_categories": payload.get("train_categories"),
-        "n_train_images": payload.get("n_train_images"),
-        "backbone_weights": slim.get("weights"),
-        "epochs": payload.get("epoch"),
-        "train_config": {k: v for k, v in train_config.items() if k not in ("device", "num_workers", "cache_images")},
-        "training_log": [{"epoch": h["epoch"], "mean_loss": round(float(h["mean_loss"]), 6),
-                          "lr": float(h["lr"]), "steps": h["steps"], "seconds": round(float(h["seconds"]), 1)}
-                         for h in history],
-        "model_selection": payload.get("model_selection"),
-    })
+    atomic_write_json(
+        sidecar_path(out),
+        {
+            "file": out.name,
+            "sha256": sha256_file(out),
+            "size": out.stat().st_size,
+            "format": CHECKPOINT_FORMAT,
+            "command": command,
+            "model_config": payload["model_config"],
+            "target": payload["target"],
+            "dataset": payload["dataset"],
+            "train_categories": payload.get("train_categories"),
+            "n_train_images": payload.get("n_train_images"),
+            "backbone_weights": slim.get("weights"),
+            "epochs": payload.get("epoch"),
+            "train_config": {
+                k: v for k, v in train_config.items() if k not in ("device", "num_workers", "cache_images")
+            },
+            "training_log": [
+                {
+                    "epoch": h["epoch"],
+                    "mean_loss": round(float(h["mean_loss"]), 6),
+                    "lr": float(h["lr"]),
+                    "steps": h["steps"],
+                    "seconds": round(float(h["seconds"]), 1),
+                }
+                for h in history
+            ],
+            "model_selection": payload.get("model_selection"),
+        },
+    )
     return out
 
 
 def main(argv: Sequence[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m fsad.pretrained",
-                                     description="Export a training run as the shipped tutorial checkpoint.")
+    parser = argparse.ArgumentParser(
+        prog="python -m fsad.pretrained", description="Export a training run as the shipped tutorial checkpoint."
+    )
     commands = parser.add_subparsers(dest="command", required=True)
     export = commands.add_parser("export", help="last.pt -> fsad/assets/tutorial_regad_mobilenet_v2.pt + .json")
     export.add_argument("last", help="a finished `python -m fsad train` checkpoint (OUT/last.pt)")
@@ -153,8 +178,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     args = parser.parse_args(argv)
     out = export_tutorial_checkpoint(args.last, args.out)
     side = read_sidecar(out)
-    print(f"wrote {out} ({side['size']:,} bytes, SHA-256 {side['sha256']}) and {sidecar_path(out).name}; "
-          f"final mean loss {side['training_log'][-1]['mean_loss']:+.4f} after {side['epochs']} epochs")
+    print(
+        f"wrote {out} ({side['size']:,} bytes, SHA-256 {side['sha256']}) and {sidecar_path(out).name}; "
+        f"final mean loss {side['training_log'][-1]['mean_loss']:+.4f} after {side['epochs']} epochs"
+    )
     return 0
 
 

@@ -10,6 +10,7 @@ With no address a local Ray instance is started for the run and shut down after 
 already initialised in the process (a notebook, a test that chose its own settings), that instance is used as
 it is and left running. Ray's usage statistics are off unless the user opted in (``RAY_USAGE_STATS_ENABLED``).
 """
+
 from __future__ import annotations
 
 import os
@@ -19,8 +20,10 @@ from typing import Any, Callable, Iterator, Sequence
 
 from fsad.errors import ConfigError
 
-INSTALL_HINT = ("the ray executor needs Ray: pip install 'fsad-kit[distributed]' "
-                "(in this repository: pip install -c constraints.txt -e '.[distributed]')")
+INSTALL_HINT = (
+    "the ray executor needs Ray: pip install 'fsad-kit[distributed]' "
+    "(in this repository: pip install -c constraints.txt -e '.[distributed]')"
+)
 
 
 @dataclass
@@ -84,19 +87,26 @@ def failure_reason(error: BaseException, max_retries: int) -> str:
         text = str(cause).strip().splitlines()
         return f"{type(cause).__name__}: {text[-1] if text else ''}"
     text = str(error).strip().splitlines()
-    return (f"{type(error).__name__} (worker or node lost; gave up after {max_retries} retries): "
-            f"{text[0] if text else ''}")
+    return (
+        f"{type(error).__name__} (worker or node lost; gave up after {max_retries} retries): {text[0] if text else ''}"
+    )
 
 
 def remote(fn: Callable[..., Any], options: RayOptions):
     """``fn`` as a Ray remote function with the options' resources and retry budget."""
     ray = import_ray()
-    return ray.remote(fn).options(num_cpus=options.num_cpus, num_gpus=options.num_gpus,
-                                  max_retries=options.max_retries, retry_exceptions=False)
+    return ray.remote(fn).options(
+        num_cpus=options.num_cpus, num_gpus=options.num_gpus, max_retries=options.max_retries, retry_exceptions=False
+    )
 
 
-def wait_all(refs: Sequence[Any], on_result: Callable[[int, Any], Any],
-             on_error: Callable[[int, BaseException], Any], desc: str = "", progress: bool = True) -> list[Any]:
+def wait_all(
+    refs: Sequence[Any],
+    on_result: Callable[[int, Any], Any],
+    on_error: Callable[[int, BaseException], Any],
+    desc: str = "",
+    progress: bool = True,
+) -> list[Any]:
     """Collect ``refs`` as they finish (any order); returns ``on_result``/``on_error`` values in ``refs`` order."""
     from tqdm.auto import tqdm
 
@@ -119,8 +129,14 @@ def wait_all(refs: Sequence[Any], on_result: Callable[[int, Any], Any],
     return results
 
 
-def map_tasks(fn: Callable[..., Any], arguments: Sequence[tuple], options: RayOptions,
-              on_lost: Callable[[tuple, str], Any], desc: str = "", progress: bool = True) -> list[Any]:
+def map_tasks(
+    fn: Callable[..., Any],
+    arguments: Sequence[tuple],
+    options: RayOptions,
+    on_lost: Callable[[tuple, str], Any],
+    desc: str = "",
+    progress: bool = True,
+) -> list[Any]:
     """``[fn(*args) for args in arguments]`` as Ray tasks; a task without a result gives ``on_lost(args, reason)``.
 
     Results come back in the order of ``arguments`` whatever order the tasks finished in.
@@ -128,6 +144,10 @@ def map_tasks(fn: Callable[..., Any], arguments: Sequence[tuple], options: RayOp
     with ray_session(options):
         task = remote(fn, options)
         refs = [task.remote(*args) for args in arguments]
-        return wait_all(refs, on_result=lambda i, value: value,
-                        on_error=lambda i, error: on_lost(arguments[i], failure_reason(error, options.max_retries)),
-                        desc=desc, progress=progress)
+        return wait_all(
+            refs,
+            on_result=lambda i, value: value,
+            on_error=lambda i, error: on_lost(arguments[i], failure_reason(error, options.max_retries)),
+            desc=desc,
+            progress=progress,
+        )

@@ -18,6 +18,7 @@ nothing else.
 Outputs under ``--out``: ``checkpoints/<target>/last.pt``, ``results/<target>.json`` (+ CSV summary),
 ``tables/*.csv``, ``figures/*.png``, ``report.md`` and ``tasks/``.
 """
+
 from __future__ import annotations
 
 import json
@@ -81,8 +82,10 @@ def targets_of(config: ReproduceConfig) -> list[str]:
     present = list_categories(config.data_root, config.dataset)
     if config.targets is None:
         if len(present) < 2:
-            raise ConfigError(f"{config.data_root} holds {len(present)} {config.dataset} categories; leave-one-out "
-                             "training needs at least two (see `python -m data_tools verify`).")
+            raise ConfigError(
+                f"{config.data_root} holds {len(present)} {config.dataset} categories; leave-one-out "
+                "training needs at least two (see `python -m data_tools verify`)."
+            )
         return present
     for target in config.targets:
         check_category(config.data_root, config.dataset, target)
@@ -102,23 +105,43 @@ def plan_tasks(config: ReproduceConfig) -> list[Task]:
 def train_config(config: ReproduceConfig, target: str):
     from fsad.train import TrainConfig
 
-    return TrainConfig(data_root=config.data_root, dataset=config.dataset, target=target,
-                       out=str(Path(config.out) / "checkpoints" / target), epochs=config.epochs,
-                       batch_size=config.batch_size, lr=config.lr, image_size=config.image_size,
-                       backbone=config.backbone, weights=config.weights, device=config.device, seed=config.seed,
-                       resume=True, max_steps_per_epoch=config.max_steps_per_epoch)
+    return TrainConfig(
+        data_root=config.data_root,
+        dataset=config.dataset,
+        target=target,
+        out=str(Path(config.out) / "checkpoints" / target),
+        epochs=config.epochs,
+        batch_size=config.batch_size,
+        lr=config.lr,
+        image_size=config.image_size,
+        backbone=config.backbone,
+        weights=config.weights,
+        device=config.device,
+        seed=config.seed,
+        resume=True,
+        max_steps_per_epoch=config.max_steps_per_epoch,
+    )
 
 
 def evaluation_config(config: ReproduceConfig, target: str):
     from fsad.evaluate import EvaluationConfig
     from fsad.train import LAST_CHECKPOINT
 
-    return EvaluationConfig(data_root=config.data_root, dataset=config.dataset, categories=[target],
-                            ks=list(config.ks), runs=config.runs,
-                            out=str(Path(config.out) / "results" / f"{target}.json"), backbone=config.backbone,
-                            weights=config.weights,
-                            checkpoint=str(Path(config.out) / "checkpoints" / target / LAST_CHECKPOINT),
-                            image_size=config.image_size, device=config.device, seed=config.seed, resume=True)
+    return EvaluationConfig(
+        data_root=config.data_root,
+        dataset=config.dataset,
+        categories=[target],
+        ks=list(config.ks),
+        runs=config.runs,
+        out=str(Path(config.out) / "results" / f"{target}.json"),
+        backbone=config.backbone,
+        weights=config.weights,
+        checkpoint=str(Path(config.out) / "checkpoints" / target / LAST_CHECKPOINT),
+        image_size=config.image_size,
+        device=config.device,
+        seed=config.seed,
+        resume=True,
+    )
 
 
 def marker_path(config: ReproduceConfig, task: Task) -> Path:
@@ -174,8 +197,9 @@ def write_report(config: ReproduceConfig) -> dict[str, Any]:
         rows = per_category_table(cells, dataset=config.dataset, metric=metric, paper_dataset=paper)
         tables[metric] = str(save_table(rows, metric, out))
         if metric == "image_auroc":
-            save_figure(comparison_figure(rows, title=f"RegAD reproduction on {config.dataset}"), "image_auroc", out /
-                        "figures")
+            save_figure(
+                comparison_figure(rows, title=f"RegAD reproduction on {config.dataset}"), "image_auroc", out / "figures"
+            )
     atomic_write_text(out / "report.md", markdown_report(cells, metrics=METRICS, macro=True))
     return {"task": "report", "status": "done", "tables": tables, "cells": len(cells)}
 
@@ -189,10 +213,13 @@ def _prepare(config: ReproduceConfig, resume: bool) -> list[Task]:
     tasks = plan_tasks(config)
     markers = Path(config.out) / "tasks"
     if not resume and markers.is_dir() and any(markers.iterdir()):
-        raise FileExistsError(f"{config.out} holds a previous reproduction ({markers}). Pass --resume to continue "
-                              "it, or choose another --out.")
-    atomic_write_json(Path(config.out) / "reproduce.json", {"config": asdict(config),
-                                                            "tasks": [asdict(t) for t in tasks]})
+        raise FileExistsError(
+            f"{config.out} holds a previous reproduction ({markers}). Pass --resume to continue "
+            "it, or choose another --out."
+        )
+    atomic_write_json(
+        Path(config.out) / "reproduce.json", {"config": asdict(config), "tasks": [asdict(t) for t in tasks]}
+    )
     return tasks
 
 
@@ -211,8 +238,10 @@ def _run_local(config: ReproduceConfig, tasks: list[Task], resume: bool, progres
         try:
             statuses[task.name] = run_task(config, task)
         except Exception as error:  # noqa: BLE001 - one target's failure is recorded, the others go on
-            statuses[task.name] = {**_failed(task, f"{type(error).__name__}: {error}"),
-                                   "traceback": traceback.format_exc(limit=3)}
+            statuses[task.name] = {
+                **_failed(task, f"{type(error).__name__}: {error}"),
+                "traceback": traceback.format_exc(limit=3),
+            }
     return statuses
 
 
@@ -234,16 +263,20 @@ def _run_ray(config: ReproduceConfig, tasks: list[Task], resume: bool, options, 
             refs[task.name] = task_fn.remote(config, task, *upstream)
         names = list(refs)
         by_name = {t.name: t for t in tasks}
-        results = wait_all([refs[n] for n in names], on_result=lambda i, value: value,
-                           on_error=lambda i, error: _failed(by_name[names[i]],
-                                                             failure_reason(error, options.max_retries)),
-                           desc="reproduce", progress=progress)
+        results = wait_all(
+            [refs[n] for n in names],
+            on_result=lambda i, value: value,
+            on_error=lambda i, error: _failed(by_name[names[i]], failure_reason(error, options.max_retries)),
+            desc="reproduce",
+            progress=progress,
+        )
     statuses.update(zip(names, results))
     return statuses
 
 
-def reproduce(config: ReproduceConfig, resume: bool = False, executor: str = "local", options=None,
-              progress: bool = True) -> dict[str, Any]:
+def reproduce(
+    config: ReproduceConfig, resume: bool = False, executor: str = "local", options=None, progress: bool = True
+) -> dict[str, Any]:
     """Run the graph; returns ``{"statuses": {task: status}, "report": ...}`` (also in ``<out>/run.json``)."""
     if executor not in ("local", "ray"):
         raise ConfigError(f"Unknown executor {executor!r}; choose local or ray.")
@@ -308,8 +341,11 @@ def measure_step(config: ReproduceConfig, target: str, steps: int = 2) -> dict[s
             method.embed(images)
             synchronize(device)
             embeds.append((time.perf_counter() - start) / len(images))
-    return {"train_step_s": float(sum(seconds[1:]) / steps), "embed_image_s": float(sum(embeds[1:]) / steps),
-            "device": str(device)}
+    return {
+        "train_step_s": float(sum(seconds[1:]) / steps),
+        "embed_image_s": float(sum(embeds[1:]) / steps),
+        "device": str(device),
+    }
 
 
 def dry_run_plan(config: ReproduceConfig, gpus_per_job: float = 1, measure: bool = True) -> dict[str, Any]:
@@ -325,16 +361,20 @@ def dry_run_plan(config: ReproduceConfig, gpus_per_job: float = 1, measure: bool
 
     tasks = plan_tasks(config)
     targets = [t.target for t in tasks if t.kind == "train"]
-    step = measure_step(config, targets[0]) if measure else {"train_step_s": 0.0, "embed_image_s": 0.0,
-                                                             "device": "unmeasured"}
+    step = (
+        measure_step(config, targets[0])
+        if measure
+        else {"train_step_s": 0.0, "embed_image_s": 0.0, "device": "unmeasured"}
+    )
     views = views_per_image(AUGMENT_FAMILIES)
     rows = []
     for task in tasks:
         row = {"task": task.name, "depends": task.depends, "seconds": None, "detail": ""}
         if task.kind == "train":
             tc = train_config(config, task.target)
-            counts = {c: len(image_files(Path(config.data_root) / c / "train" / "good"))
-                      for c in training_categories(tc)}
+            counts = {
+                c: len(image_files(Path(config.data_root) / c / "train" / "good")) for c in training_categories(tc)
+            }
             steps = len(epoch_plan(counts, 0, tc.seed, tc.batch_size, tc.partners, tc.max_steps_per_epoch))
             row["seconds"] = config.epochs * steps * step["train_step_s"]
             row["detail"] = f"{config.epochs} epochs x {steps} steps"
@@ -346,10 +386,15 @@ def dry_run_plan(config: ReproduceConfig, gpus_per_job: float = 1, measure: bool
         rows.append(row)
     total = sum(r["seconds"] or 0.0 for r in rows)
     on_gpu = step["device"].startswith("cuda")
-    return {"tasks": rows, "n_train": sum(t.kind == "train" for t in tasks),
-            "n_evaluate": sum(t.kind == "evaluate" for t in tasks), "measured": step,
-            "total_seconds": total, "device_hours": total / 3600 * (gpus_per_job if on_gpu else 1),
-            "unit": "GPU-hours" if on_gpu else f"{step['device']}-hours (one task at a time)"}
+    return {
+        "tasks": rows,
+        "n_train": sum(t.kind == "train" for t in tasks),
+        "n_evaluate": sum(t.kind == "evaluate" for t in tasks),
+        "measured": step,
+        "total_seconds": total,
+        "device_hours": total / 3600 * (gpus_per_job if on_gpu else 1),
+        "unit": "GPU-hours" if on_gpu else f"{step['device']}-hours (one task at a time)",
+    }
 
 
 def format_plan(plan: dict[str, Any]) -> str:
@@ -362,10 +407,14 @@ def format_plan(plan: dict[str, Any]) -> str:
         lines.append(f"| {row['task']} | {depends or '-'} | {seconds} | {hours} | {row['detail']} |")
     measured = plan["measured"]
     lines.append("")
-    lines.append(f"{plan['n_train']} training tasks, {plan['n_evaluate']} evaluation tasks, 1 report; "
-                 f"estimated {plan['device_hours']:.2f} {plan['unit']} in all")
-    lines.append(f"measured on {measured['device']}: {measured['train_step_s']:.3f} s per training step, "
-                 f"{measured['embed_image_s'] * 1000:.1f} ms per embedded image")
+    lines.append(
+        f"{plan['n_train']} training tasks, {plan['n_evaluate']} evaluation tasks, 1 report; "
+        f"estimated {plan['device_hours']:.2f} {plan['unit']} in all"
+    )
+    lines.append(
+        f"measured on {measured['device']}: {measured['train_step_s']:.3f} s per training step, "
+        f"{measured['embed_image_s'] * 1000:.1f} ms per embedded image"
+    )
     return "\n".join(lines)
 
 

@@ -7,6 +7,7 @@ Units: the JSON cells hold metrics as measured (fractions in [0, 1], as scikit-l
 and table the kit writes gives AUROC, AUPRO and F1-max in % (as the papers do). :func:`load_results` turns
 any number of results files into one pandas DataFrame (one row per cell, metrics in %, config columns).
 """
+
 from __future__ import annotations
 
 import json
@@ -57,8 +58,7 @@ class ResultsFile:
         self.write()
 
     def document(self) -> dict[str, Any]:
-        return {"format": RESULTS_FORMAT, **self.header, "cells": self.cells,
-                "summary": summarise(self.cells)}
+        return {"format": RESULTS_FORMAT, **self.header, "cells": self.cells, "summary": summarise(self.cells)}
 
     def write(self) -> None:
         atomic_write_json(self.path, self.document())
@@ -75,11 +75,15 @@ def read_results_for_resume(path: str | Path) -> dict[str, Any]:
     try:
         document = json.loads(path.read_text(encoding="utf-8"))
     except (json.JSONDecodeError, UnicodeDecodeError) as error:
-        raise OutputError(f"--resume: the --out results file {path} is corrupt (not valid JSON: {error}); "
-                          "move it away and run without --resume, or pass --overwrite to replace it.") from None
+        raise OutputError(
+            f"--resume: the --out results file {path} is corrupt (not valid JSON: {error}); "
+            "move it away and run without --resume, or pass --overwrite to replace it."
+        ) from None
     if not isinstance(document, dict) or document.get("format") != RESULTS_FORMAT:
-        raise OutputError(f"--resume: the --out file {path} is not a {RESULTS_FORMAT} results file; choose another "
-                          "--out, or pass --overwrite to replace it.")
+        raise OutputError(
+            f"--resume: the --out file {path} is not a {RESULTS_FORMAT} results file; choose another "
+            "--out, or pass --overwrite to replace it."
+        )
     return document
 
 
@@ -93,9 +97,13 @@ def check_resume(previous: dict[str, Any], key: dict[str, Any], path: str | Path
         recorded["method"] = (previous.get("config") or {}).get("method")
     differing = [name for name in sorted(set(recorded) | set(key)) if recorded.get(name) != key.get(name)]
     if differing:
-        details = "; ".join(f"{name}: file has {recorded.get(name)!r}, this run {key.get(name)!r}" for name in differing)
-        raise OutputError(f"--resume: {path} was written with other options ({details}). Resume with the same "
-                          "options, choose another --out, or pass --overwrite instead of --resume to replace it.")
+        details = "; ".join(
+            f"{name}: file has {recorded.get(name)!r}, this run {key.get(name)!r}" for name in differing
+        )
+        raise OutputError(
+            f"--resume: {path} was written with other options ({details}). Resume with the same "
+            "options, choose another --out, or pass --overwrite instead of --resume to replace it."
+        )
 
 
 def mean_std(values: Sequence[float | None]) -> tuple[float, float]:
@@ -116,8 +124,10 @@ def summarise(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     import pandas as pd
 
     keys = list(METRIC_KEYS + TIMING_KEYS)
-    records = [{"method": c["method"], "category": c["category"], "k": c["k"],
-                **{key: c.get(key) for key in keys}} for c in cells]
+    records = [
+        {"method": c["method"], "category": c["category"], "k": c["k"], **{key: c.get(key) for key in keys}}
+        for c in cells
+    ]
     if not records:
         return []
     frame = pd.DataFrame.from_records(records)
@@ -128,15 +138,18 @@ def summarise(cells: Iterable[dict[str, Any]]) -> list[dict[str, Any]]:
     per_category.insert(0, "runs", grouped.size())
     per_category = per_category.reset_index().sort_values(["method", "k", "category"], kind="stable")
     macro = per_category.groupby(["method", "k"], sort=True).agg(
-        runs=("runs", "sum"), **{f"{key}_mean": (f"{key}_mean", "mean") for key in keys})
+        runs=("runs", "sum"), **{f"{key}_mean": (f"{key}_mean", "mean") for key in keys}
+    )
     macro = macro.reset_index()
     macro.insert(1, "category", "macro_average")
     for key in keys:
         macro[f"{key}_std"] = float("nan")
     columns = ["method", "category", "k", "runs"] + [f"{key}_{stat}" for key in keys for stat in ("mean", "std")]
     rows = pd.concat([per_category[columns], macro[columns]], ignore_index=True)
-    return [{key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
-            for row in rows.to_dict("records")]
+    return [
+        {key: (value.item() if hasattr(value, "item") else value) for key, value in row.items()}
+        for row in rows.to_dict("records")
+    ]
 
 
 def summary_csv(rows: list[dict[str, Any]]) -> str:
@@ -153,6 +166,7 @@ def summary_csv(rows: list[dict[str, Any]]) -> str:
 
 def format_table(rows: list[dict[str, Any]]) -> str:
     """Human-readable table of the summary (AUROCs in %, mean ± std)."""
+
     def pct(row: dict[str, Any], key: str) -> str:
         mean, std = row[f"{key}_mean"], row[f"{key}_std"]
         if mean is None or math.isnan(mean):
@@ -173,8 +187,18 @@ def format_table(rows: list[dict[str, Any]]) -> str:
 
 
 # Config keys copied into every row of load_results (those present in a file; others appear as NaN).
-CONFIG_COLUMNS = ("image_size", "stn_mode", "augment_families", "checkpoint", "attention", "dcn", "channel_subset",
-                  "coreset_ratio", "seed", "manifest")
+CONFIG_COLUMNS = (
+    "image_size",
+    "stn_mode",
+    "augment_families",
+    "checkpoint",
+    "attention",
+    "dcn",
+    "channel_subset",
+    "coreset_ratio",
+    "seed",
+    "manifest",
+)
 
 
 def load_results(sources: str | Path | Iterable[str | Path]):
@@ -199,8 +223,10 @@ def load_results(sources: str | Path | Iterable[str | Path]):
     for source in sources:
         path = Path(source)
         if not path.exists():
-            raise MissingFileError(f"Results path {path} does not exist: pass results JSON files written by "
-                                    "`python -m fsad evaluate --out ...` or folders holding them.")
+            raise MissingFileError(
+                f"Results path {path} does not exist: pass results JSON files written by "
+                "`python -m fsad evaluate --out ...` or folders holding them."
+            )
         if path.is_dir():
             files.extend(sorted(path.rglob("*.json")))
         else:
@@ -232,18 +258,30 @@ def load_results(sources: str | Path | Iterable[str | Path]):
             value = config.get(key)
             extra[key] = "+".join(value) if isinstance(value, list) else value
         for cell in document.get("cells", []):
-            row = {**common, "category": cell["category"], "method": cell["method"], "k": cell["k"],
-                   "run": cell["run"]}
+            row = {**common, "category": cell["category"], "method": cell["method"], "k": cell["k"], "run": cell["run"]}
             for key in METRIC_KEYS:
                 value = cell.get(key)
                 row[key] = None if value is None else 100.0 * value
             for key in TIMING_KEYS:
                 row[key] = cell.get(key)
             row.update(extra)
-            row.update(fsad_kit=environment.get("fsad_kit"), git_commit=environment.get("git_commit"),
-                       source=str(file))
+            row.update(fsad_kit=environment.get("fsad_kit"), git_commit=environment.get("git_commit"), source=str(file))
             rows.append(row)
-    columns = (["dataset", "category", "method", "backbone", "weights", "weights_sha256", "k", "run",
-                *METRIC_KEYS, *TIMING_KEYS, *CONFIG_COLUMNS, "fsad_kit", "git_commit", "source"])
+    columns = [
+        "dataset",
+        "category",
+        "method",
+        "backbone",
+        "weights",
+        "weights_sha256",
+        "k",
+        "run",
+        *METRIC_KEYS,
+        *TIMING_KEYS,
+        *CONFIG_COLUMNS,
+        "fsad_kit",
+        "git_commit",
+        "source",
+    ]
     frame = pd.DataFrame.from_records(rows, columns=columns)
     return frame.astype({key: float for key in METRIC_KEYS})

@@ -20,6 +20,7 @@ them; a failing notebook is recorded (its executed copy keeps the traceback) and
 Executors: ``local`` runs the cells one after another in this process; ``ray`` runs each cell as a Ray task
 (:mod:`fsad.ray_executor`, imported only then) with the same outputs.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -98,7 +99,9 @@ def load_grid(path: str | Path) -> dict[str, Any]:
         raise ConfigError(f"Grid file {path} is not UTF-8 text ({error}).") from None
     if not isinstance(grid, dict) or not grid.get("jobs"):
         raise ConfigError(f"{path}: a grid needs a 'jobs' list (see fsad/runner.py's docstring for the format).")
-    if not isinstance(grid["jobs"], list) or not all(isinstance(job, dict) and "notebook" in job for job in grid["jobs"]):
+    if not isinstance(grid["jobs"], list) or not all(
+        isinstance(job, dict) and "notebook" in job for job in grid["jobs"]
+    ):
         raise ConfigError(f"{path}: 'jobs' must be a list of mappings, each with a 'notebook' key.")
     grid.setdefault("name", path.stem)
     grid["_file"] = str(path.resolve())
@@ -139,8 +142,10 @@ def parse_overrides(items: Iterable[str]) -> dict[str, Any]:
         try:
             overrides[key] = yaml.safe_load(value)
         except yaml.YAMLError as error:
-            raise ConfigError(f"--set {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
-                              "quote strings that hold ':' or brackets.") from None
+            raise ConfigError(
+                f"--set {item!r}: the value is not valid YAML ({_yaml_problem(error)}); "
+                "quote strings that hold ':' or brackets."
+            ) from None
     return overrides
 
 
@@ -159,8 +164,12 @@ def expand_jobs(grid: dict[str, Any], runs_dir: Path, overrides: dict[str, Any] 
         axes = entry.get("grid", {}) or {}
         names = sorted(axes)
         for values in itertools.product(*(axes[n] if isinstance(axes[n], list) else [axes[n]] for n in names)):
-            parameters = {**grid.get("parameters", {}), **entry.get("parameters", {}), **dict(zip(names, values)),
-                          **(overrides or {})}
+            parameters = {
+                **grid.get("parameters", {}),
+                **entry.get("parameters", {}),
+                **dict(zip(names, values)),
+                **(overrides or {}),
+            }
             output_dir = runs_dir / notebook.stem / _slug(parameters)
             parameters["output_dir"] = str(output_dir)
             jobs.append(Job(notebook, parameters, output_dir))
@@ -177,8 +186,9 @@ def read_status(job: Job) -> dict[str, Any] | None:
 
 def _notebook_name(job: Job) -> str:
     checkout = source_checkout()
-    return str(job.notebook.relative_to(checkout) if checkout and job.notebook.is_relative_to(checkout)
-               else job.notebook)
+    return str(
+        job.notebook.relative_to(checkout) if checkout and job.notebook.is_relative_to(checkout) else job.notebook
+    )
 
 
 def _commit(attempt: Path, final: Path) -> bool:
@@ -206,8 +216,9 @@ def _commit(attempt: Path, final: Path) -> bool:
         if previous is not None:
             shutil.rmtree(previous, ignore_errors=True)
         return True
-    raise RuntimeError(f"Could not commit {attempt} to {final}: the folder keeps changing (two batches on one "
-                       "runs folder at once?).")
+    raise RuntimeError(
+        f"Could not commit {attempt} to {final}: the folder keeps changing (two batches on one runs folder at once?)."
+    )
 
 
 def execute_job(job: Job, resume: bool, batch_id: str | None = None) -> dict[str, Any]:
@@ -222,19 +233,31 @@ def execute_job(job: Job, resume: bool, batch_id: str | None = None) -> dict[str
     import papermill
 
     committed = read_status(job)
-    if committed is not None and committed.get("status") == "done" and (
-            resume or (batch_id is not None and committed.get("batch_id") == batch_id)):
+    if (
+        committed is not None
+        and committed.get("status") == "done"
+        and (resume or (batch_id is not None and committed.get("batch_id") == batch_id))
+    ):
         return {**committed, "skipped": True}
     job.output_dir.parent.mkdir(parents=True, exist_ok=True)
     attempt = job.output_dir.with_name(f".{job.output_dir.name}{ATTEMPT_TAG}{uuid.uuid4().hex[:12]}")
     attempt.mkdir()
     start = time.perf_counter()
-    status: dict[str, Any] = {"notebook": _notebook_name(job), "parameters": job.parameters,
-                              "executed": str(job.executed_path), "batch_id": batch_id}
+    status: dict[str, Any] = {
+        "notebook": _notebook_name(job),
+        "parameters": job.parameters,
+        "executed": str(job.executed_path),
+        "batch_id": batch_id,
+    }
     try:
-        papermill.execute_notebook(str(job.notebook), str(attempt / job.notebook.name),
-                                   parameters={**job.parameters, "output_dir": str(attempt)},
-                                   kernel_name=KERNEL_NAME, cwd=str(job.notebook.parent), progress_bar=False)
+        papermill.execute_notebook(
+            str(job.notebook),
+            str(attempt / job.notebook.name),
+            parameters={**job.parameters, "output_dir": str(attempt)},
+            kernel_name=KERNEL_NAME,
+            cwd=str(job.notebook.parent),
+            progress_bar=False,
+        )
         status["status"] = "done"
     except Exception as error:  # noqa: BLE001 - a failed notebook is a result to record, not a crash
         status["status"] = "failed"
@@ -258,8 +281,15 @@ def record_failure(job: Job, reason: str, batch_id: str | None = None) -> dict[s
     job.output_dir.parent.mkdir(parents=True, exist_ok=True)
     attempt = job.output_dir.with_name(f".{job.output_dir.name}{ATTEMPT_TAG}{uuid.uuid4().hex[:12]}")
     attempt.mkdir()
-    status = {"notebook": _notebook_name(job), "parameters": job.parameters, "executed": str(job.executed_path),
-              "batch_id": batch_id, "status": "failed", "error": reason, "seconds": 0.0}
+    status = {
+        "notebook": _notebook_name(job),
+        "parameters": job.parameters,
+        "executed": str(job.executed_path),
+        "batch_id": batch_id,
+        "status": "failed",
+        "error": reason,
+        "seconds": 0.0,
+    }
     atomic_write_json(attempt / STATUS_FILE, status)
     _commit(attempt, job.output_dir)
     return {**(read_status(job) or status), "skipped": False}
@@ -319,10 +349,18 @@ def write_results_csv(runs_dir: Path, path: Path) -> None:
     atomic_write_text(path, frame.drop(columns="source").to_csv(index=False, lineterminator="\n"))
 
 
-def run_batch(grid_path: str | Path, runs_root: str | Path | None = None, resume: bool = False,
-              overrides: dict[str, Any] | None = None, executor: str = "local", address: str | None = None,
-              gpus_per_job: float = 0, cpus_per_job: float = 1, max_retries: int = 2,
-              progress: bool = True) -> tuple[list[dict[str, Any]], Path]:
+def run_batch(
+    grid_path: str | Path,
+    runs_root: str | Path | None = None,
+    resume: bool = False,
+    overrides: dict[str, Any] | None = None,
+    executor: str = "local",
+    address: str | None = None,
+    gpus_per_job: float = 0,
+    cpus_per_job: float = 1,
+    max_retries: int = 2,
+    progress: bool = True,
+) -> tuple[list[dict[str, Any]], Path]:
     """Run a grid; returns the per-execution statuses (in grid order) and the collected-results CSV path.
 
     Args:
@@ -350,21 +388,29 @@ def run_batch(grid_path: str | Path, runs_root: str | Path | None = None, resume
     if executor == "local":
         from tqdm.auto import tqdm
 
-        statuses = [execute_job(job, resume, batch_id)
-                    for job in tqdm(jobs, desc=f"batch {grid['name']}", disable=not progress)]
+        statuses = [
+            execute_job(job, resume, batch_id) for job in tqdm(jobs, desc=f"batch {grid['name']}", disable=not progress)
+        ]
     else:
         from fsad.ray_executor import RayOptions, map_tasks
 
         options = RayOptions(address=address, num_gpus=gpus_per_job, num_cpus=cpus_per_job, max_retries=max_retries)
-        statuses = map_tasks(execute_job, [(job, resume, batch_id) for job in jobs], options,
-                             on_lost=lambda args, reason: record_failure(args[0], reason, batch_id),
-                             desc=f"batch {grid['name']}", progress=progress)
+        statuses = map_tasks(
+            execute_job,
+            [(job, resume, batch_id) for job in jobs],
+            options,
+            on_lost=lambda args, reason: record_failure(args[0], reason, batch_id),
+            desc=f"batch {grid['name']}",
+            progress=progress,
+        )
     runs_dir.mkdir(parents=True, exist_ok=True)
     remove_stale_attempts(runs_dir)  # every task has returned: what is left is from attempts killed on the way
     csv_path = runs_dir / "results.csv"
     write_results_csv(runs_dir, csv_path)
-    atomic_write_json(runs_dir / "batch.json", {"grid": str(grid_path), "executor": executor, "batch_id": batch_id,
-                                                "statuses": statuses})
+    atomic_write_json(
+        runs_dir / "batch.json",
+        {"grid": str(grid_path), "executor": executor, "batch_id": batch_id, "statuses": statuses},
+    )
     return statuses, csv_path
 
 

@@ -46,6 +46,7 @@ Example:
     >>> read_checkpoint(last)["epoch"]  # fsad-checkpoint-v2: loaded with torch.load(weights_only=True)
     2
 """
+
 from __future__ import annotations
 
 import csv
@@ -157,16 +158,19 @@ def validate_config(config: TrainConfig) -> None:
     if config.pairing not in PAIRINGS:
         raise ConfigError(f"Unknown pairing {config.pairing!r}; choose one of {', '.join(PAIRINGS)}.")
     if config.stn_mode is not None and config.stn_mode not in STN_MODES:
-        raise ConfigError(f"Unknown STN mode {config.stn_mode!r}; choose one of {', '.join(sorted(STN_MODES))} "
-                         "or None (--no-stn).")
+        raise ConfigError(
+            f"Unknown STN mode {config.stn_mode!r}; choose one of {', '.join(sorted(STN_MODES))} or None (--no-stn)."
+        )
     for name in ("epochs", "batch_size", "support_k", "image_size"):
         if getattr(config, name) < 1:
             raise ConfigError(f"{name} must be at least 1 (got {getattr(config, name)}).")
     from fsad.models.regad import IMAGE_SIZE_MULTIPLE
 
     if config.image_size % IMAGE_SIZE_MULTIPLE:
-        raise ConfigError(f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, or "
-                          f"64 for quick tests); got {config.image_size}.")
+        raise ConfigError(
+            f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, or "
+            f"64 for quick tests); got {config.image_size}."
+        )
     if config.lr <= 0:
         raise ConfigError(f"lr must be positive (got {config.lr}).")
     if config.max_steps_per_epoch is not None and config.max_steps_per_epoch < 1:
@@ -184,18 +188,23 @@ def training_categories(config: TrainConfig) -> list[str]:
     present = list_categories(config.data_root, config.dataset)
     if config.train_categories is not None:
         if config.target in config.train_categories:
-            raise ConfigError(f"train_categories contains the target {config.target!r}: leave-one-category-out "
-                             "training must never see the category it will be evaluated on.")
+            raise ConfigError(
+                f"train_categories contains the target {config.target!r}: leave-one-category-out "
+                "training must never see the category it will be evaluated on."
+            )
         missing = sorted(set(config.train_categories) - set(present))
         if missing:
-            raise ConfigError(f"train_categories {missing} are not under {config.data_root}; "
-                             f"present: {', '.join(present)}.")
+            raise ConfigError(
+                f"train_categories {missing} are not under {config.data_root}; present: {', '.join(present)}."
+            )
         categories = sorted(set(config.train_categories))
     else:
         categories = [c for c in present if c != config.target]
     if not categories:
-        raise ConfigError(f"Nothing to train on: {config.data_root} holds no category besides the target "
-                         f"{config.target!r}. Leave-one-out training needs at least two categories.")
+        raise ConfigError(
+            f"Nothing to train on: {config.data_root} holds no category besides the target "
+            f"{config.target!r}. Leave-one-out training needs at least two categories."
+        )
     assert config.target not in categories  # the protocol's one hard rule
     return categories
 
@@ -214,14 +223,18 @@ def training_files(config: TrainConfig, categories: Sequence[str]) -> dict[str, 
             problems.append(f"{category}: {len(found)} train/good images in {folder}, {needed} needed")
         files[category] = found
     if problems:
-        raise ConfigError("Too few normal training images for the pairing: " + "; ".join(problems) +
-                         ". Use --pairing pair, a smaller --support-k, or leave these categories out "
-                         "(train_categories).")
+        raise ConfigError(
+            "Too few normal training images for the pairing: "
+            + "; ".join(problems)
+            + ". Use --pairing pair, a smaller --support-k, or leave these categories out "
+            "(train_categories)."
+        )
     return files
 
 
-def epoch_plan(counts: dict[str, int], epoch: int, seed: int, batch_size: int, partners: int,
-               max_steps: int | None = None) -> list[tuple[str, np.ndarray, np.ndarray]]:
+def epoch_plan(
+    counts: dict[str, int], epoch: int, seed: int, batch_size: int, partners: int, max_steps: int | None = None
+) -> list[tuple[str, np.ndarray, np.ndarray]]:
     """The batches of one epoch: ``(category, query indices [b], partner indices [b, partners])``.
 
     Every training image is a query once per epoch; its partners are distinct images of the same category,
@@ -238,7 +251,7 @@ def epoch_plan(counts: dict[str, int], epoch: int, seed: int, batch_size: int, p
         n = counts[category]
         order = rng.permutation(n)
         for start in range(0, n, batch_size):
-            queries = order[start:start + batch_size]
+            queries = order[start : start + batch_size]
             # Partners without replacement, excluding the query: rank random keys with the query's key at +inf.
             keys = rng.random((len(queries), n))
             keys[np.arange(len(queries)), queries] = np.inf
@@ -250,8 +263,9 @@ def epoch_plan(counts: dict[str, int], epoch: int, seed: int, batch_size: int, p
 class _PairBatches(torch.utils.data.Dataset):
     """One item = one planned batch: ``(queries [b,3,S,S], partners [b,m,3,S,S])``."""
 
-    def __init__(self, files: dict[str, list[Path]], plan: list, image_size: int,
-                 cache: dict[Path, torch.Tensor] | None) -> None:
+    def __init__(
+        self, files: dict[str, list[Path]], plan: list, image_size: int, cache: dict[Path, torch.Tensor] | None
+    ) -> None:
         self.files, self.plan, self.image_size, self.cache = files, plan, image_size, cache
 
     def _image(self, path: Path) -> torch.Tensor:
@@ -280,16 +294,23 @@ def build_model(config: TrainConfig) -> tuple[torch.nn.Module, dict[str, Any]]:
 
     seed_everything(config.seed)
     state_dict, info = load_backbone_weights(config.backbone, config.weights, seed=config.seed)
-    model = RegADModel(backbone=config.backbone, image_size=config.image_size, stn_mode=config.stn_mode,
-                       attention=config.attention, dcn=config.dcn, backbone_state_dict=state_dict,
-                       seed=config.seed)
+    model = RegADModel(
+        backbone=config.backbone,
+        image_size=config.image_size,
+        stn_mode=config.stn_mode,
+        attention=config.attention,
+        dcn=config.dcn,
+        backbone_state_dict=state_dict,
+        seed=config.seed,
+    )
     # Frozen: no gradients and BatchNorm kept in eval mode by RegADModel.train() (see the module docstring).
     model.freeze_backbone(not config.train_backbone)
     return model, info.to_dict()
 
 
-def registration_step_loss(model: torch.nn.Module, query: torch.Tensor, partners: torch.Tensor,
-                           pairing: str) -> torch.Tensor:
+def registration_step_loss(
+    model: torch.nn.Module, query: torch.Tensor, partners: torch.Tensor, pairing: str
+) -> torch.Tensor:
     """The SimSiam registration loss of one batch.
 
     Args:
@@ -318,8 +339,12 @@ def registration_step_loss(model: torch.nn.Module, query: torch.Tensor, partners
 
 # --------------------------------------------------------------------------- checkpoints and logs
 def _rng_state() -> dict[str, Any]:
-    return {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
-            "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None}
+    return {
+        "python": random.getstate(),
+        "numpy": np.random.get_state(),
+        "torch": torch.get_rng_state(),
+        "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None,
+    }
 
 
 def _set_rng_state(state: dict[str, Any]) -> None:
@@ -352,8 +377,10 @@ def _check_resume(payload: dict[str, Any], config: TrainConfig, path: Path) -> N
     diff = {k: (saved.get(k), wanted.get(k)) for k in wanted if saved.get(k) != wanted.get(k)}
     if diff:
         details = "; ".join(f"{k}: checkpoint {a!r}, requested {b!r}" for k, (a, b) in diff.items())
-        raise CheckpointError(f"--resume: {path} was trained with other settings ({details}). "
-                              "Resume with the same options, or pass another --out.")
+        raise CheckpointError(
+            f"--resume: {path} was trained with other settings ({details}). "
+            "Resume with the same options, or pass another --out."
+        )
 
 
 def checkpoint_complete(path: str | Path, config: TrainConfig) -> bool:
@@ -370,8 +397,9 @@ def checkpoint_complete(path: str | Path, config: TrainConfig) -> bool:
 
 
 # --------------------------------------------------------------------------- training
-def train(config: TrainConfig, progress: bool = True,
-          callback: Callable[[int, int | None], None] | None = None) -> Path:
+def train(
+    config: TrainConfig, progress: bool = True, callback: Callable[[int, int | None], None] | None = None
+) -> Path:
     """Train on every category but ``config.target`` and return the path of the last checkpoint.
 
     Args:
@@ -398,8 +426,9 @@ def train(config: TrainConfig, progress: bool = True,
     payload = None
     if last.exists():
         if not config.resume:
-            raise OutputExistsError(f"{last} exists (an earlier training run): pass --resume to continue it, "
-                                    "or choose another --out.")
+            raise OutputExistsError(
+                f"{last} exists (an earlier training run): pass --resume to continue it, or choose another --out."
+            )
         payload = read_checkpoint(last)
         _check_resume(payload, config, last)
         if int(payload["epoch"]) >= config.epochs:
@@ -427,13 +456,22 @@ def train(config: TrainConfig, progress: bool = True,
 
     counts = {c: len(f) for c, f in files.items()}
     cache: dict[Path, torch.Tensor] | None = {} if config.cache_images and config.num_workers == 0 else None
-    epochs_bar = tqdm(range(start_epoch, config.epochs), desc=f"train (target {config.target})",
-                      initial=start_epoch, total=config.epochs, disable=not progress)
+    epochs_bar = tqdm(
+        range(start_epoch, config.epochs),
+        desc=f"train (target {config.target})",
+        initial=start_epoch,
+        total=config.epochs,
+        disable=not progress,
+    )
     for epoch in epochs_bar:  # 0-based here; 1-based in files and checkpoints
         plan = epoch_plan(counts, epoch, config.seed, config.batch_size, config.partners, config.max_steps_per_epoch)
-        loader = torch.utils.data.DataLoader(_PairBatches(files, plan, config.image_size, cache), batch_size=None,
-                                             shuffle=False, num_workers=config.num_workers,
-                                             pin_memory=device.type == "cuda")
+        loader = torch.utils.data.DataLoader(
+            _PairBatches(files, plan, config.image_size, cache),
+            batch_size=None,
+            shuffle=False,
+            num_workers=config.num_workers,
+            pin_memory=device.type == "cuda",
+        )
         model.train()  # a frozen backbone stays in eval mode (RegADModel.train)
         lr = optimizer.param_groups[0]["lr"]
         started = time.perf_counter()
@@ -457,8 +495,7 @@ def train(config: TrainConfig, progress: bool = True,
             raise TrainingDiverged(f"Training diverged at epoch {epoch + 1} (loss {values}); lower --lr.")
         scheduler.step()
         mean_loss = float(np.mean(values))
-        history.append({"epoch": epoch + 1, "mean_loss": mean_loss, "lr": lr, "steps": len(plan),
-                        "seconds": seconds})
+        history.append({"epoch": epoch + 1, "mean_loss": mean_loss, "lr": lr, "steps": len(plan), "seconds": seconds})
         state = {
             "format": CHECKPOINT_FORMAT,
             "model_config": dict(model.config),

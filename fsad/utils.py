@@ -1,4 +1,5 @@
 """Small shared helpers: devices, seeding, atomic file writes, provenance records."""
+
 from __future__ import annotations
 
 import hashlib
@@ -95,8 +96,10 @@ def _probe_writable(folder: Path, option: str, target: Path) -> None:
         with tempfile.TemporaryFile(dir=folder):
             pass
     except OSError as error:
-        raise OutputError(f"{option} {target}: cannot write in {folder} ({error.strerror or error}); "
-                          f"choose another {option} or fix the folder's permissions.") from None
+        raise OutputError(
+            f"{option} {target}: cannot write in {folder} ({error.strerror or error}); "
+            f"choose another {option} or fix the folder's permissions."
+        ) from None
 
 
 def check_output_file(path: str | os.PathLike, option: str = "--out") -> Path:
@@ -191,10 +194,16 @@ def git_commit() -> str | None:
     if not (root / ".git").exists():
         return None
     try:
-        commit = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True,
-                                check=True, timeout=10).stdout.strip()
-        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
-                               capture_output=True, text=True, check=True, timeout=10).stdout.strip()
+        commit = subprocess.run(
+            ["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, check=True, timeout=10
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+            capture_output=True,
+            text=True,
+            check=True,
+            timeout=10,
+        ).stdout.strip()
     except (OSError, subprocess.SubprocessError):  # no git binary, or not a repository after all
         return None
     return commit + ("+dirty" if dirty else "")

@@ -3,6 +3,7 @@
 Functions take tensors/arrays and return a matplotlib Figure; :func:`savefig` writes it under the
 run's output folder with a stable name, so "regenerate every figure" is one command.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -40,8 +41,13 @@ def feature_to_display(feature: torch.Tensor) -> np.ndarray:
     return (mean - mean.min()) / (np.ptp(mean) + 1e-12)
 
 
-def image_grid(images: Sequence[Any], titles: Sequence[str] | None = None, ncols: int = 6,
-               cmap: str | None = None, size: float = 2.0) -> plt.Figure:
+def image_grid(
+    images: Sequence[Any],
+    titles: Sequence[str] | None = None,
+    ncols: int = 6,
+    cmap: str | None = None,
+    size: float = 2.0,
+) -> plt.Figure:
     """A grid of images (normalised tensors, arrays, or feature maps already reduced to 2-D)."""
     n = len(images)
     ncols = min(ncols, n)
@@ -59,8 +65,13 @@ def image_grid(images: Sequence[Any], titles: Sequence[str] | None = None, ncols
     return fig
 
 
-def localisation_panel(images: torch.Tensor, masks: np.ndarray | None, maps: np.ndarray,
-                       titles: Sequence[str] | None = None, vmax: float | None = None) -> plt.Figure:
+def localisation_panel(
+    images: torch.Tensor,
+    masks: np.ndarray | None,
+    maps: np.ndarray,
+    titles: Sequence[str] | None = None,
+    vmax: float | None = None,
+) -> plt.Figure:
     """Rows of (image, ground truth, anomaly map, overlay) as in the paper's Fig. 3.
 
     Args:
@@ -74,8 +85,11 @@ def localisation_panel(images: torch.Tensor, masks: np.ndarray | None, maps: np.
     fig, axes = plt.subplots(n, 4, figsize=(8, 2 * n), squeeze=False)
     for i in range(n):
         rgb = to_display(images[i])
-        panels = [(rgb, None, "image"), (masks[i] if masks is not None else np.zeros(maps[i].shape), "gray", "ground truth"),
-                  (maps[i], "jet", "anomaly map")]
+        panels = [
+            (rgb, None, "image"),
+            (masks[i] if masks is not None else np.zeros(maps[i].shape), "gray", "ground truth"),
+            (maps[i], "jet", "anomaly map"),
+        ]
         for j, (array, cmap, name) in enumerate(panels):
             axes[i, j].imshow(array, cmap=cmap, vmin=vmin if j == 2 else None, vmax=vmax if j == 2 else None)
         axes[i, 3].imshow(rgb)
@@ -89,22 +103,39 @@ def localisation_panel(images: torch.Tensor, masks: np.ndarray | None, maps: np.
             axes[i, 0].text(2, 12, titles[i], color="white", fontsize=7, backgroundcolor="black")
     fig.tight_layout()
     # One colour scale for every map and overlay (vmin/vmax above), so one colour bar says what the colours mean.
-    bar = fig.colorbar(plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="jet"), ax=list(axes[:, 2:].flat),
-                       fraction=0.03, pad=0.02)
+    bar = fig.colorbar(
+        plt.cm.ScalarMappable(norm=plt.Normalize(vmin, vmax), cmap="jet"),
+        ax=list(axes[:, 2:].flat),
+        fraction=0.03,
+        pad=0.02,
+    )
     bar.set_label("anomaly score (Mahalanobis or nearest-neighbour distance)", fontsize=8)
     return fig
 
 
-def threshold_figure(curve: dict[str, np.ndarray], scores: np.ndarray, labels: np.ndarray,
-                     marks: dict[str, float] | None = None, title: str = "") -> plt.Figure:
+def threshold_figure(
+    curve: dict[str, np.ndarray],
+    scores: np.ndarray,
+    labels: np.ndarray,
+    marks: dict[str, float] | None = None,
+    title: str = "",
+) -> plt.Figure:
     """Left: F1, precision, recall and false-alarm rate against the threshold (``fsad.metrics.threshold_curve``);
     right: the good/defective score histograms on the same threshold axis. ``marks``: named thresholds drawn as
     vertical lines on both panels (the operating points)."""
     fig, (left, right) = plt.subplots(1, 2, figsize=(10, 3.4), sharex=True)
-    styles = {"F1": ("tab:purple", "-"), "precision": ("tab:green", "--"), "recall (defects caught)": ("tab:red", "-"),
-              "false-alarm rate": ("tab:blue", "-")}
-    keys = {"F1": "f1", "precision": "precision", "recall (defects caught)": "recall",
-            "false-alarm rate": "false_alarm_rate"}
+    styles = {
+        "F1": ("tab:purple", "-"),
+        "precision": ("tab:green", "--"),
+        "recall (defects caught)": ("tab:red", "-"),
+        "false-alarm rate": ("tab:blue", "-"),
+    }
+    keys = {
+        "F1": "f1",
+        "precision": "precision",
+        "recall (defects caught)": "recall",
+        "false-alarm rate": "false_alarm_rate",
+    }
     for name, (color, style) in styles.items():
         left.step(curve["threshold"], curve[keys[name]], where="post", color=color, linestyle=style, label=name)
     left.set_xlabel("threshold t (flag the image if its score ≥ t)")
@@ -113,8 +144,9 @@ def threshold_figure(curve: dict[str, np.ndarray], scores: np.ndarray, labels: n
     scores, labels = np.asarray(scores, float), np.asarray(labels)
     bins = np.linspace(float(scores.min()), float(scores.max()), 25)
     right.hist(scores[labels == 0], bins=bins, alpha=0.6, color="tab:blue", label=f"good ({int((labels == 0).sum())})")
-    right.hist(scores[labels == 1], bins=bins, alpha=0.6, color="tab:red",
-               label=f"defective ({int((labels == 1).sum())})")
+    right.hist(
+        scores[labels == 1], bins=bins, alpha=0.6, color="tab:red", label=f"defective ({int((labels == 1).sum())})"
+    )
     right.set_xlabel("image score (max of the anomaly map)")
     right.set_ylabel("test images")
     for (name, value), color in zip((marks or {}).items(), ("black", "tab:orange", "tab:gray", "tab:olive")):
@@ -150,8 +182,9 @@ def score_histogram(scores: np.ndarray, labels: np.ndarray, title: str = "") -> 
     return fig
 
 
-def line_plot(x: Sequence[float], ys: dict[str, Sequence[float]], xlabel: str, ylabel: str,
-              title: str = "") -> plt.Figure:
+def line_plot(
+    x: Sequence[float], ys: dict[str, Sequence[float]], xlabel: str, ylabel: str, title: str = ""
+) -> plt.Figure:
     """Simple curves (loss per step, AUROC per k...)."""
     fig, ax = plt.subplots(figsize=(5, 3))
     for label, y in ys.items():
@@ -183,8 +216,10 @@ def table_figure(rows: list[dict[str, Any]], columns: Sequence[str], title: str 
     """Render a small results table as a figure (for README images and the regeneration notebook)."""
     fig, ax = plt.subplots(figsize=(1.6 * len(columns), 0.35 * (len(rows) + 2)))
     ax.axis("off")
-    cells = [[("—" if r.get(c) is None else (f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r[c])))
-              for c in columns] for r in rows]
+    cells = [
+        [("—" if r.get(c) is None else (f"{r[c]:.1f}" if isinstance(r.get(c), float) else str(r[c]))) for c in columns]
+        for r in rows
+    ]
     # bbox fills the axes, so the figure height set above is the table's height (no blank margins).
     table = ax.table(cellText=cells, colLabels=list(columns), loc="center", bbox=[0, 0, 1, 1])
     table.auto_set_font_size(False)
@@ -249,7 +284,7 @@ def feature_pca_rgb(features: Sequence[torch.Tensor], reference: int = 0) -> lis
     applied to all maps, so equal colours mean similar feature vectors across the panels — far more readable
     than a channel mean. Maps may differ in size but must share ``C``.
     """
-    flat = [f.detach().float().cpu().reshape(f.shape[0], -1).T for f in features]   # [hw, C] each
+    flat = [f.detach().float().cpu().reshape(f.shape[0], -1).T for f in features]  # [hw, C] each
     ref = flat[reference]
     mean = ref.mean(0, keepdim=True)
     # torch.linalg.svd of the centred reference: its right singular vectors are the principal axes.
@@ -264,10 +299,16 @@ def feature_pca_rgb(features: Sequence[torch.Tensor], reference: int = 0) -> lis
     return out
 
 
-def heatmap_grid(rows: Sequence[Sequence[Any]], titles: Sequence[Sequence[str]], cmap: str = "magma",
-                 vmin: float | None = None, vmax: float | None = None,
-                 contours: Sequence[Sequence[np.ndarray | None]] | None = None, colorbar_label: str = "",
-                 size: float = 2.6) -> plt.Figure:
+def heatmap_grid(
+    rows: Sequence[Sequence[Any]],
+    titles: Sequence[Sequence[str]],
+    cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    contours: Sequence[Sequence[np.ndarray | None]] | None = None,
+    colorbar_label: str = "",
+    size: float = 2.6,
+) -> plt.Figure:
     """Rows of panels: RGB images (normalised ``[3,H,W]`` tensors or ``[H,W,3]`` arrays in [0,1]) and 2-D heat
     maps on one shared colour scale (with one colour bar), optionally with white contours (a mask, an
     out-of-frame region...)."""
@@ -301,17 +342,34 @@ def heatmap_grid(rows: Sequence[Sequence[Any]], titles: Sequence[Sequence[str]],
     return fig
 
 
-def heatmap_row(arrays: Sequence[Any], titles: Sequence[str], cmap: str = "magma", vmin: float | None = None,
-                vmax: float | None = None, contours: Sequence[np.ndarray | None] | None = None,
-                colorbar_label: str = "", size: float = 2.6) -> plt.Figure:
+def heatmap_row(
+    arrays: Sequence[Any],
+    titles: Sequence[str],
+    cmap: str = "magma",
+    vmin: float | None = None,
+    vmax: float | None = None,
+    contours: Sequence[np.ndarray | None] | None = None,
+    colorbar_label: str = "",
+    size: float = 2.6,
+) -> plt.Figure:
     """One row of :func:`heatmap_grid`."""
-    return heatmap_grid([arrays], [titles], cmap=cmap, vmin=vmin, vmax=vmax,
-                        contours=None if contours is None else [contours], colorbar_label=colorbar_label,
-                        size=size)
+    return heatmap_grid(
+        [arrays],
+        [titles],
+        cmap=cmap,
+        vmin=vmin,
+        vmax=vmax,
+        contours=None if contours is None else [contours],
+        colorbar_label=colorbar_label,
+        size=size,
+    )
 
 
-def score_histograms(panels: dict[str, tuple[np.ndarray, np.ndarray]], xlabel: str = "image score (max of the map)",
-                     size: tuple[float, float] = (4.2, 3.0)) -> plt.Figure:
+def score_histograms(
+    panels: dict[str, tuple[np.ndarray, np.ndarray]],
+    xlabel: str = "image score (max of the map)",
+    size: tuple[float, float] = (4.2, 3.0),
+) -> plt.Figure:
     """Side-by-side :func:`score_histogram` panels, one per setting: ``{title: (scores, labels)}``."""
     fig, axes = plt.subplots(1, len(panels), figsize=(size[0] * len(panels), size[1]), squeeze=False)
     for ax, (title, (scores, labels)) in zip(axes[0], panels.items()):
@@ -347,8 +405,9 @@ def max_inside_outside(maps: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray,
     return inside, outside
 
 
-def max_location_figure(background: torch.Tensor | np.ndarray, maps: np.ndarray, labels: np.ndarray,
-                        title: str = "") -> plt.Figure:
+def max_location_figure(
+    background: torch.Tensor | np.ndarray, maps: np.ndarray, labels: np.ndarray, title: str = ""
+) -> plt.Figure:
     """Where the image scores come from: each test map's arg-max drawn over an image, good vs defective,
     next to the mean map of the good and of the defective images."""
     labels = np.asarray(labels)
@@ -371,8 +430,9 @@ def max_location_figure(background: torch.Tensor | np.ndarray, maps: np.ndarray,
     return fig
 
 
-def inside_outside_figure(inside: np.ndarray, outside: np.ndarray, good_scores: np.ndarray,
-                          title: str = "") -> plt.Figure:
+def inside_outside_figure(
+    inside: np.ndarray, outside: np.ndarray, good_scores: np.ndarray, title: str = ""
+) -> plt.Figure:
     """Defective images: map max inside the defect (x) vs outside it (y); the good images' scores as a band.
 
     Points above the diagonal are defective images whose score is set by a non-defect region. The shaded band
@@ -389,10 +449,20 @@ def inside_outside_figure(inside: np.ndarray, outside: np.ndarray, good_scores: 
     ax.axvspan(q10, q90, color="tab:blue", alpha=0.12)
     ax.plot([lo, hi], [lo, hi], "k--", lw=0.8)
     above = outside[keep] > inside[keep]
-    ax.scatter(inside[keep][above], outside[keep][above], s=14, c="tab:red",
-               label=f"max outside the defect ({int(above.sum())})")
-    ax.scatter(inside[keep][~above], outside[keep][~above], s=14, c="tab:green",
-               label=f"max inside the defect ({int((~above).sum())})")
+    ax.scatter(
+        inside[keep][above],
+        outside[keep][above],
+        s=14,
+        c="tab:red",
+        label=f"max outside the defect ({int(above.sum())})",
+    )
+    ax.scatter(
+        inside[keep][~above],
+        outside[keep][~above],
+        s=14,
+        c="tab:green",
+        label=f"max inside the defect ({int((~above).sum())})",
+    )
     ax.set_xlabel("map max inside the defect mask", fontsize=8)
     ax.set_ylabel("map max outside the defect mask", fontsize=8)
     ax.set_title(title, fontsize=9)
@@ -423,11 +493,18 @@ def embedding_scatters(panels: dict[str, tuple[np.ndarray, Sequence[str]]], size
     return fig
 
 
-def contour_panels(grid_x: np.ndarray, grid_y: np.ndarray, fields: dict[str, np.ndarray],
-                   points: np.ndarray | Sequence[np.ndarray], levels: Sequence[float] = (1, 2, 3, 4, 5),
-                   xlabel: str = "channel 1", ylabel: str = "channel 2",
-                   colorbar_label: str = "distance from the mean", vmax: float | None = None,
-                   size: float = 3.4) -> plt.Figure:
+def contour_panels(
+    grid_x: np.ndarray,
+    grid_y: np.ndarray,
+    fields: dict[str, np.ndarray],
+    points: np.ndarray | Sequence[np.ndarray],
+    levels: Sequence[float] = (1, 2, 3, 4, 5),
+    xlabel: str = "channel 1",
+    ylabel: str = "channel 2",
+    colorbar_label: str = "distance from the mean",
+    vmax: float | None = None,
+    size: float = 3.4,
+) -> plt.Figure:
     """Distance fields over a 2-D feature plane, side by side on one colour scale, with the samples drawn on top.
 
     Args:
@@ -441,17 +518,26 @@ def contour_panels(grid_x: np.ndarray, grid_y: np.ndarray, fields: dict[str, np.
     per_panel = list(points) if not isinstance(points, np.ndarray) else [points] * len(fields)
     if len(per_panel) != len(fields):
         raise ValueError(f"{len(fields)} fields but {len(per_panel)} point sets; pass one array or one per field.")
-    fig, axes = plt.subplots(1, len(fields), figsize=(size * len(fields) + 1.0, size), squeeze=False,
-                             constrained_layout=True)
+    fig, axes = plt.subplots(
+        1, len(fields), figsize=(size * len(fields) + 1.0, size), squeeze=False, constrained_layout=True
+    )
     image = None
     for ax, (title, field), pts in zip(axes[0], fields.items(), per_panel):
-        image = ax.pcolormesh(grid_x, grid_y, np.minimum(field, vmax), cmap="viridis", vmin=0, vmax=vmax,
-                              shading="auto")
+        image = ax.pcolormesh(
+            grid_x, grid_y, np.minimum(field, vmax), cmap="viridis", vmin=0, vmax=vmax, shading="auto"
+        )
         lines = ax.contour(grid_x, grid_y, field, levels=list(levels), colors="white", linewidths=0.8)
         ax.clabel(lines, fontsize=7, fmt="%g")
         pts = np.asarray(pts)
-        ax.scatter(pts[:, 0], pts[:, 1], s=14, color="tab:red", edgecolor="white", linewidth=0.5,
-                   label=f"samples the Gaussian is fitted on (N = {len(pts)})")
+        ax.scatter(
+            pts[:, 0],
+            pts[:, 1],
+            s=14,
+            color="tab:red",
+            edgecolor="white",
+            linewidth=0.5,
+            label=f"samples the Gaussian is fitted on (N = {len(pts)})",
+        )
         ax.set_xlabel(xlabel)
         ax.set_ylabel(ylabel)
         ax.set_title(title, fontsize=9)

@@ -26,6 +26,7 @@ Example:
     >>> sd is None, info.seed
     (True, 3)
 """
+
 from __future__ import annotations
 
 import os
@@ -167,8 +168,11 @@ def _validate_state_dict(state_dict: Any, backbone: str, source: str) -> dict[st
             f"It must be a plain torchvision {backbone} state dict (not a whole checkpoint with "
             "'state_dict'/'model' entries, and without 'module.' prefixes)."
         )
-    wrong = [f"{k}: {tuple(state_dict[k].shape)} != {tuple(v.shape)}" for k, v in reference.items()
-             if tuple(state_dict[k].shape) != tuple(v.shape)]
+    wrong = [
+        f"{k}: {tuple(state_dict[k].shape)} != {tuple(v.shape)}"
+        for k, v in reference.items()
+        if tuple(state_dict[k].shape) != tuple(v.shape)
+    ]
     if wrong:
         raise WeightsError(f"{source} has tensors of the wrong shape for {backbone}: {_preview(wrong)}.")
     return state_dict
@@ -234,7 +238,7 @@ def _check_hash_suffix(path: Path, digest: str) -> bool:
         raise WeightsError(
             f"SHA-256 check failed for {path}: the name says the hash starts with {prefix!r} "
             f"(torchvision's naming rule) but the file's SHA-256 is {digest} (starts with "
-            f"{digest[:len(prefix)]!r}). The file is corrupt, truncated or not the published one; "
+            f"{digest[: len(prefix)]!r}). The file is corrupt, truncated or not the published one; "
             "delete it and obtain torchvision's file again."
         )
     return True
@@ -270,8 +274,9 @@ def resnet18_imagenet_state_dict(
         if found is None and allow_download:
             return _download_resnet18()
         if found is not None:
-            raise WeightsError(f"The ResNet-18 weights file given by {source} does not exist: {found}.\n"
-                               + _resnet18_how_to(searched))
+            raise WeightsError(
+                f"The ResNet-18 weights file given by {source} does not exist: {found}.\n" + _resnet18_how_to(searched)
+            )
         raise WeightsError(_resnet18_how_to(searched))
     digest = sha256_file(found)
     verified = _check_hash_suffix(found, digest)
@@ -282,12 +287,16 @@ def resnet18_imagenet_state_dict(
     elif verified:
         # A self-consistent hub-style name proves integrity, not that these are ImageNet weights.
         kind = "file"
-        note = (f"ResNet-18 state dict from {source}; SHA-256 prefix in the name verified, but "
-                f"{found.name} is not one of torchvision's ImageNet files {RESNET18_FILENAMES}")
+        note = (
+            f"ResNet-18 state dict from {source}; SHA-256 prefix in the name verified, but "
+            f"{found.name} is not one of torchvision's ImageNet files {RESNET18_FILENAMES}"
+        )
     else:
         kind = "file"
-        note = (f"ResNet-18 state dict from {source}; its name has no torchvision hash suffix, so it "
-                "cannot be verified as torchvision's ImageNet file (full SHA-256 recorded)")
+        note = (
+            f"ResNet-18 state dict from {source}; its name has no torchvision hash suffix, so it "
+            "cannot be verified as torchvision's ImageNet file (full SHA-256 recorded)"
+        )
     return state_dict, WeightsInfo("resnet18", kind, str(found), digest, None, note)
 
 
@@ -297,8 +306,10 @@ def _download_resnet18() -> tuple[dict[str, torch.Tensor], WeightsInfo]:
         # torchvision's own downloader: saves into checkpoints_dir() and checks the hash prefix.
         weights.get_state_dict(progress=True, check_hash=True)
     except Exception as error:
-        raise WeightsError(f"Downloading {weights.url} failed ({type(error).__name__}: {error}).\n"
-                           + _resnet18_how_to([str(checkpoints_dir())])) from error
+        raise WeightsError(
+            f"Downloading {weights.url} failed ({type(error).__name__}: {error}).\n"
+            + _resnet18_how_to([str(checkpoints_dir())])
+        ) from error
     return resnet18_imagenet_state_dict(checkpoints_dir() / Path(weights.url).name)
 
 
@@ -354,8 +365,10 @@ def mobilenet_v2_conv_bn_pairs(model: nn.Module) -> list[tuple[str, str]]:
     for (name, module), (next_name, next_module) in zip(modules, modules[1:]):
         if isinstance(module, nn.Conv2d):
             if not isinstance(next_module, nn.BatchNorm2d):
-                raise WeightsError(f"Conv2d {name} is not followed by a BatchNorm2d (got {next_name}); "
-                                   "this is not torchvision's mobilenet_v2 layout.")
+                raise WeightsError(
+                    f"Conv2d {name} is not followed by a BatchNorm2d (got {next_name}); "
+                    "this is not torchvision's mobilenet_v2 layout."
+                )
             pairs.append((name, next_name))
     return pairs
 
@@ -382,15 +395,19 @@ def _load_onnx(onnx_path: Path) -> Any:
     try:
         import onnx
     except ImportError as error:  # pragma: no cover - onnx is a core dependency
-        raise WeightsError("The 'onnx' package is needed to convert the shipped MobileNetV2 file: "
-                           "pip install onnx (it is pinned in the kit's dependency files).") from error
+        raise WeightsError(
+            "The 'onnx' package is needed to convert the shipped MobileNetV2 file: "
+            "pip install onnx (it is pinned in the kit's dependency files)."
+        ) from error
     try:
         model = onnx.load(str(onnx_path))
         onnx.checker.check_model(model)
     except Exception as error:  # protobuf DecodeError, checker ValidationError, OSError
-        raise WeightsError(f"Cannot read ONNX file {onnx_path}: {type(error).__name__}: {error}. "
-                           "The file is corrupt or truncated; restore fsad/assets/"
-                           f"{MOBILENET_V2_ONNX_NAME} from the repository.") from error
+        raise WeightsError(
+            f"Cannot read ONNX file {onnx_path}: {type(error).__name__}: {error}. "
+            "The file is corrupt or truncated; restore fsad/assets/"
+            f"{MOBILENET_V2_ONNX_NAME} from the repository."
+        ) from error
     return model
 
 
@@ -439,8 +456,9 @@ def read_onnx_qconvs(onnx_model: Any) -> tuple[list[QConv], torch.Tensor, torch.
     if add is None:
         raise WeightsError(f"No QLinearAdd (classifier bias) follows {matmul.name} in the ONNX graph.")
     # The bias is the Add's operand that is an initializer (inputs 0-2 are the MatMul output).
-    fc_bias = _dequantize(_onnx_array(inits, add.input[3]), _onnx_array(inits, add.input[4]),
-                          _onnx_array(inits, add.input[5]), axis=0)
+    fc_bias = _dequantize(
+        _onnx_array(inits, add.input[3]), _onnx_array(inits, add.input[4]), _onnx_array(inits, add.input[5]), axis=0
+    )
     # MatMul computes x @ W with W stored [in=1280, out=1000]; nn.Linear stores [out, in].
     return convs, torch.from_numpy(np.ascontiguousarray(fc_weight.T)), torch.from_numpy(fc_bias)
 
@@ -457,8 +475,10 @@ def pair_onnx_convs(convs: list[QConv], model: nn.Module) -> list[tuple[str, str
     pairs = mobilenet_v2_conv_bn_pairs(model)
     modules = dict(model.named_modules())
     if len(pairs) != len(convs):
-        raise WeightsError(f"The ONNX graph has {len(convs)} QLinearConv nodes but the model has "
-                           f"{len(pairs)} Conv2d→BatchNorm2d pairs; expected {MOBILENET_V2_NUM_CONVS} each.")
+        raise WeightsError(
+            f"The ONNX graph has {len(convs)} QLinearConv nodes but the model has "
+            f"{len(pairs)} Conv2d→BatchNorm2d pairs; expected {MOBILENET_V2_NUM_CONVS} each."
+        )
     paired = []
     for index, ((conv_name, bn_name), qconv) in enumerate(zip(pairs, convs)):
         conv = modules[conv_name]
@@ -505,8 +525,9 @@ def convert_mobilenet_v2_onnx(onnx_path: str | os.PathLike) -> dict[str, torch.T
         state_dict[f"{bn_name}.running_var"] = torch.full_like(qconv.bias, 1.0 - eps)
         state_dict[f"{bn_name}.num_batches_tracked"] = torch.tensor(0, dtype=torch.long)
     if tuple(fc_weight.shape) != tuple(state_dict["classifier.1.weight"].shape):
-        raise WeightsError(f"Classifier weight {tuple(fc_weight.shape)} does not fit "
-                           f"{tuple(state_dict['classifier.1.weight'].shape)}.")
+        raise WeightsError(
+            f"Classifier weight {tuple(fc_weight.shape)} does not fit {tuple(state_dict['classifier.1.weight'].shape)}."
+        )
     state_dict["classifier.1.weight"] = fc_weight
     state_dict["classifier.1.bias"] = fc_bias
     return _validate_state_dict(state_dict, "mobilenet_v2", f"Converted {onnx_path}")
@@ -539,30 +560,39 @@ def mobilenet_v2_imagenet_state_dict(
     """
     path = Path(onnx_path) if onnx_path is not None else shipped_mobilenet_v2_onnx()
     if not path.is_file():
-        raise WeightsError(f"MobileNetV2 ONNX file not found: {path}. It ships with the kit as "
-                           f"fsad/assets/{MOBILENET_V2_ONNX_NAME}; reinstall or restore it from the repository.")
+        raise WeightsError(
+            f"MobileNetV2 ONNX file not found: {path}. It ships with the kit as "
+            f"fsad/assets/{MOBILENET_V2_ONNX_NAME}; reinstall or restore it from the repository."
+        )
     digest = sha256_file(path)
     if expected_sha256 is not None and digest != expected_sha256:
-        raise WeightsError(f"SHA-256 mismatch for {path}: expected {expected_sha256}, got {digest} "
-                           f"({path.stat().st_size} bytes; the genuine file has {MOBILENET_V2_ONNX_SIZE}). "
-                           "The file is corrupt or was replaced; restore it from the repository.")
+        raise WeightsError(
+            f"SHA-256 mismatch for {path}: expected {expected_sha256}, got {digest} "
+            f"({path.stat().st_size} bytes; the genuine file has {MOBILENET_V2_ONNX_SIZE}). "
+            "The file is corrupt or was replaced; restore it from the repository."
+        )
     cache = mobilenet_v2_cache_path(digest)
     note_source = f"int8 ONNX Model Zoo MobileNetV2 {path.name} dequantised to float"
     if use_cache and cache.is_file():
         state_dict = _read_cache(cache, digest)
         if state_dict is not None:
-            return state_dict, WeightsInfo("mobilenet_v2", "imagenet", str(path), digest, None,
-                                           f"{note_source}; loaded from cache {cache}")
+            return state_dict, WeightsInfo(
+                "mobilenet_v2", "imagenet", str(path), digest, None, f"{note_source}; loaded from cache {cache}"
+            )
     start = time.perf_counter()
     state_dict = convert_mobilenet_v2_onnx(path)
     seconds = time.perf_counter() - start
     if use_cache:
         # Written only after a successful conversion, atomically: a crash never leaves a bad cache.
-        atomic_torch_save({"format": _MOBILENET_CACHE_FORMAT, "onnx_sha256": digest,
-                           "state_dict": state_dict}, cache)
-    return state_dict, WeightsInfo("mobilenet_v2", "imagenet", str(path), digest, None,
-                                   f"{note_source}; converted in {seconds:.2f} s"
-                                   + (f", cached at {cache}" if use_cache else ""))
+        atomic_torch_save({"format": _MOBILENET_CACHE_FORMAT, "onnx_sha256": digest, "state_dict": state_dict}, cache)
+    return state_dict, WeightsInfo(
+        "mobilenet_v2",
+        "imagenet",
+        str(path),
+        digest,
+        None,
+        f"{note_source}; converted in {seconds:.2f} s" + (f", cached at {cache}" if use_cache else ""),
+    )
 
 
 def _read_cache(cache: Path, digest: str) -> dict[str, torch.Tensor] | None:
@@ -608,24 +638,34 @@ def load_backbone_weights(
         weights = "imagenet"
     if isinstance(weights, str) and weights.lower() in {"imagenet", "random"}:
         if weights.lower() == "random":
-            return None, WeightsInfo(backbone, "random", None, None, int(seed),
-                                     f"random torchvision initialisation of {backbone} with seed {seed}")
+            return None, WeightsInfo(
+                backbone,
+                "random",
+                None,
+                None,
+                int(seed),
+                f"random torchvision initialisation of {backbone} with seed {seed}",
+            )
         if backbone not in IMAGENET_SOURCES:
             raise WeightsError(
                 f"--weights imagenet: the kit knows no ImageNet weights source for backbone {backbone!r} (it has "
                 f"one for {', '.join(IMAGENET_SOURCES)}). Pass --weights PATH (a torchvision state dict for it) or "
-                "--weights random (an explicitly random backbone).")
+                "--weights random (an explicitly random backbone)."
+            )
         return IMAGENET_SOURCES[backbone]()
     path = Path(weights).expanduser()
     if not path.is_file():
-        raise WeightsError(f"--weights {str(weights)!r} is neither one of {', '.join(WEIGHT_CHOICES)} "
-                           f"nor an existing file ({path} does not exist).")
+        raise WeightsError(
+            f"--weights {str(weights)!r} is neither one of {', '.join(WEIGHT_CHOICES)} "
+            f"nor an existing file ({path} does not exist)."
+        )
     if backbone == "resnet18":
         return resnet18_imagenet_state_dict(path)
     digest = sha256_file(path)
     state_dict = _validate_state_dict(_torch_load(path), backbone, f"Weights file {path}")
-    return state_dict, WeightsInfo(backbone, "file", str(path), digest, None,
-                                   f"user-supplied {backbone} state dict (not verified as ImageNet)")
+    return state_dict, WeightsInfo(
+        backbone, "file", str(path), digest, None, f"user-supplied {backbone} state dict (not verified as ImageNet)"
+    )
 
 
 # How ``--weights imagenet`` is obtained, per backbone: one row per backbone with a genuine ImageNet source. A

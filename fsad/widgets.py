@@ -13,6 +13,7 @@ Example (in a notebook):
     >>> explorer.k_slider.value = 4                    # same as moving the slider
     >>> map_viewer(**explorer.result.viewer_args())    # threshold slider over that setting's test maps
 """
+
 from __future__ import annotations
 
 import io
@@ -24,7 +25,9 @@ from typing import Any, Sequence
 try:
     import ipywidgets as widgets
 except ImportError as error:  # the widgets are in the `lab` extra, not the core install
-    raise ImportError("fsad.widgets needs ipywidgets: pip install 'fsad-kit[lab]' (JupyterLab and the widgets).") from error
+    raise ImportError(
+        "fsad.widgets needs ipywidgets: pip install 'fsad-kit[lab]' (JupyterLab and the widgets)."
+    ) from error
 import matplotlib
 import matplotlib.pyplot as plt
 import numpy as np
@@ -32,12 +35,12 @@ import torch
 
 from data_tools.datasets import check_category, load_supports, load_test_set
 from data_tools.manifests import manifest_for, support_files
+from fsad import viz
 from fsad.augment import AUGMENT_FAMILIES, views_per_image
 from fsad.evaluate import EvaluationConfig, build_method
 from fsad.methods import GaussianMethod, maps_and_image_scores
 from fsad.metrics import image_auroc, pixel_auroc
 from fsad.models.stn import STN_MODES
-from fsad import viz
 from fsad.utils import resolve_device, seed_everything
 
 # CPU-friendly defaults: one interaction = one Gaussian fit on k x 22 views plus scoring, well under
@@ -54,11 +57,13 @@ NO_STN_LABEL = "none"
 CHECKPOINT_NO_STN = "no_stn"
 CHECKPOINT_FILE = "last.pt"
 
-STN_HELP = ("<b>STN mode</b>: an untrained spatial transformer is the identity (RegAD initialises it so), "
-            "so without a trained checkpoint every STN mode gives the same numbers as 'none'. STN modes "
-            "matter only with <code>checkpoint_dir</code> pointing at trained checkpoints "
-            "(<code>python -m fsad table6 --out DIR</code> writes <code>DIR/checkpoints/&lt;mode&gt;/&lt;category&gt;/last.pt</code>; "
-            "pass <code>DIR/checkpoints</code>).")
+STN_HELP = (
+    "<b>STN mode</b>: an untrained spatial transformer is the identity (RegAD initialises it so), "
+    "so without a trained checkpoint every STN mode gives the same numbers as 'none'. STN modes "
+    "matter only with <code>checkpoint_dir</code> pointing at trained checkpoints "
+    "(<code>python -m fsad table6 --out DIR</code> writes <code>DIR/checkpoints/&lt;mode&gt;/&lt;category&gt;/last.pt</code>; "
+    "pass <code>DIR/checkpoints</code>)."
+)
 
 
 def _figure_png(fig: plt.Figure, dpi: int = PANEL_DPI) -> bytes:
@@ -91,15 +96,22 @@ class ExplorerResult:
 
     def summary(self) -> str:
         pixel = "n/a (no masks)" if self.pixel_auroc is None else f"{self.pixel_auroc:.3f}"
-        return (f"image AUROC {self.image_auroc:.3f} · pixel AUROC {pixel} "
-                f"(category {self.category}, k = {self.k}, run 0, {self.k * views_per_image(self.augment_families)} "
-                f"support views, STN {self.stn_mode or NO_STN_LABEL}"
-                f"{', trained checkpoint' if self.checkpoint else ', untrained'}; {self.seconds:.2f} s)")
+        return (
+            f"image AUROC {self.image_auroc:.3f} · pixel AUROC {pixel} "
+            f"(category {self.category}, k = {self.k}, run 0, {self.k * views_per_image(self.augment_families)} "
+            f"support views, STN {self.stn_mode or NO_STN_LABEL}"
+            f"{', trained checkpoint' if self.checkpoint else ', untrained'}; {self.seconds:.2f} s)"
+        )
 
     def viewer_args(self) -> dict[str, Any]:
         """Keyword arguments for :func:`map_viewer`."""
-        return {"images": self.images, "masks": self.masks, "maps": self.maps, "scores": self.scores,
-                "labels": self.labels}
+        return {
+            "images": self.images,
+            "masks": self.masks,
+            "maps": self.maps,
+            "scores": self.scores,
+            "labels": self.labels,
+        }
 
 
 class ExplorerSession:
@@ -120,10 +132,19 @@ class ExplorerSession:
         0.875
     """
 
-    def __init__(self, data_root: str | Path, dataset: str, categories: Sequence[str],
-                 ks: Sequence[int] = DEFAULT_KS, image_size: int = DEFAULT_IMAGE_SIZE,
-                 backbone: str = DEFAULT_BACKBONE, weights: str = "imagenet", device: str = "auto",
-                 checkpoint_dir: str | Path | None = None, seed: int = 0) -> None:
+    def __init__(
+        self,
+        data_root: str | Path,
+        dataset: str,
+        categories: Sequence[str],
+        ks: Sequence[int] = DEFAULT_KS,
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        backbone: str = DEFAULT_BACKBONE,
+        weights: str = "imagenet",
+        device: str = "auto",
+        checkpoint_dir: str | Path | None = None,
+        seed: int = 0,
+    ) -> None:
         if not categories:
             raise ValueError("ablation_explorer needs at least one category (e.g. categories=['washer']).")
         if not ks or any(int(k) < 1 for k in ks):
@@ -141,12 +162,13 @@ class ExplorerSession:
         self.seed = seed
         self.checkpoint_dir = Path(checkpoint_dir) if checkpoint_dir else None
         if self.checkpoint_dir is not None and not self.checkpoint_dir.is_dir():
-            raise FileNotFoundError(f"checkpoint_dir {self.checkpoint_dir} does not exist; pass the 'checkpoints' "
-                                    "folder of an ablation run (python -m fsad table6 --out DIR -> DIR/checkpoints) "
-                                    "or None for untrained models.")
+            raise FileNotFoundError(
+                f"checkpoint_dir {self.checkpoint_dir} does not exist; pass the 'checkpoints' "
+                "folder of an ablation run (python -m fsad table6 --out DIR -> DIR/checkpoints) "
+                "or None for untrained models."
+            )
         # Run 0 of the published/generated support sets, as run_evaluation uses for run 0.
-        self.manifest = manifest_for(self.data_root, dataset, ks=self.ks, runs=1, seed=seed,
-                                     categories=self.categories)
+        self.manifest = manifest_for(self.data_root, dataset, ks=self.ks, runs=1, seed=seed, categories=self.categories)
         self._models: dict[tuple[str | None, str | None], torch.nn.Module] = {}
         self._tests: dict[tuple[str, int], dict[str, Any]] = {}
         self._features: dict[tuple[str, int, str | None, str | None], torch.Tensor] = {}
@@ -161,10 +183,17 @@ class ExplorerSession:
     def _model(self, category: str, stn_mode: str | None, checkpoint: Path | None) -> torch.nn.Module:
         key = (stn_mode, str(checkpoint) if checkpoint else None)
         if key not in self._models:
-            config = EvaluationConfig(data_root=str(self.data_root), dataset=self.dataset, categories=[category],
-                                      backbone=self.backbone, weights=self.weights,
-                                      checkpoint=str(checkpoint) if checkpoint else None, stn_mode=stn_mode,
-                                      image_size=self.image_size, seed=self.seed)
+            config = EvaluationConfig(
+                data_root=str(self.data_root),
+                dataset=self.dataset,
+                categories=[category],
+                backbone=self.backbone,
+                weights=self.weights,
+                checkpoint=str(checkpoint) if checkpoint else None,
+                stn_mode=stn_mode,
+                image_size=self.image_size,
+                seed=self.seed,
+            )
             # Seeded as run_evaluation seeds before build_method, so weights="random" gives its backbone.
             seed_everything(self.seed)
             method, _ = build_method(config, self.device)
@@ -179,8 +208,7 @@ class ExplorerSession:
         return self._tests[key]
 
     @torch.no_grad()
-    def evaluate(self, category: str, k: int, augment_families: Sequence[str],
-                 stn_mode: str | None) -> ExplorerResult:
+    def evaluate(self, category: str, k: int, augment_families: Sequence[str], stn_mode: str | None) -> ExplorerResult:
         """Fit on run-0 supports of ``(category, k)`` and score the category's test set."""
         if category not in self.categories:
             raise ValueError(f"Unknown category {category!r}; this explorer offers {', '.join(self.categories)}.")
@@ -203,12 +231,22 @@ class ExplorerSession:
         scores = scores_tensor.cpu().numpy()
         masks = test["masks"] if test["has_masks"] else None
         return ExplorerResult(
-            category=category, k=int(k), augment_families=tuple(augment_families), stn_mode=stn_mode,
-            checkpoint=str(checkpoint) if checkpoint else None, support_files=list(files),
+            category=category,
+            k=int(k),
+            augment_families=tuple(augment_families),
+            stn_mode=stn_mode,
+            checkpoint=str(checkpoint) if checkpoint else None,
+            support_files=list(files),
             image_auroc=image_auroc(test["labels"], scores),
             pixel_auroc=pixel_auroc(masks, maps) if masks is not None else None,
-            images=test["images"], masks=masks, maps=maps, scores=scores, labels=test["labels"],
-            defect_types=test["defect_types"], seconds=time.perf_counter() - start)
+            images=test["images"],
+            masks=masks,
+            maps=maps,
+            scores=scores,
+            labels=test["labels"],
+            defect_types=test["defect_types"],
+            seconds=time.perf_counter() - start,
+        )
 
 
 def panel_rows(defect_types: Sequence[str], max_rows: int = PANEL_MAX_ROWS) -> list[int]:
@@ -240,34 +278,49 @@ class AblationExplorer(widgets.VBox):
         self.result: ExplorerResult | None = None
         self.n_updates = 0
         style = {"description_width": "initial"}
-        self.category_dropdown = widgets.Dropdown(options=session.categories, value=session.categories[0],
-                                                  description="category", style=style)
-        self.k_slider = widgets.SelectionSlider(options=session.ks, value=session.ks[0], description="k (shots)",
-                                                continuous_update=False, style=style)
-        self.family_boxes = {family: widgets.Checkbox(value=family in families, description=family, indent=False,
-                                                      layout=widgets.Layout(width="auto"))
-                             for family in AUGMENT_FAMILIES}
+        self.category_dropdown = widgets.Dropdown(
+            options=session.categories, value=session.categories[0], description="category", style=style
+        )
+        self.k_slider = widgets.SelectionSlider(
+            options=session.ks, value=session.ks[0], description="k (shots)", continuous_update=False, style=style
+        )
+        self.family_boxes = {
+            family: widgets.Checkbox(
+                value=family in families, description=family, indent=False, layout=widgets.Layout(width="auto")
+            )
+            for family in AUGMENT_FAMILIES
+        }
         # Option values are strings: a Dropdown whose value is None shows no selection at all.
-        self.stn_dropdown = widgets.Dropdown(options=[NO_STN_LABEL, *STN_MODES], value=NO_STN_LABEL,
-                                             description="STN mode", style=style)
+        self.stn_dropdown = widgets.Dropdown(
+            options=[NO_STN_LABEL, *STN_MODES], value=NO_STN_LABEL, description="STN mode", style=style
+        )
         self.help = widgets.HTML(
             "<div style='font-size:90%;line-height:1.3'><b>Augmentation families</b> (the paper's 'A', RegAD Sec. 4.2): "
-            "each ticked family adds its views of every support image before the Gaussian is fitted. " + STN_HELP
+            "each ticked family adds its views of every support image before the Gaussian is fitted. "
+            + STN_HELP
             + (f" Checkpoints from <code>{session.checkpoint_dir}</code>." if session.checkpoint_dir else "")
-            + "</div>")
+            + "</div>"
+        )
         self.auroc_label = widgets.HTML("computing…")
         self.status = widgets.HTML("")
         self.maps_image = widgets.Image(format="png", layout=widgets.Layout(max_width="640px"))
         self.output = widgets.Output()
-        for name, widget in (("category", self.category_dropdown), ("k", self.k_slider),
-                             ("stn", self.stn_dropdown), ("auroc", self.auroc_label), ("maps", self.maps_image)):
+        for name, widget in (
+            ("category", self.category_dropdown),
+            ("k", self.k_slider),
+            ("stn", self.stn_dropdown),
+            ("auroc", self.auroc_label),
+            ("maps", self.maps_image),
+        ):
             widget.add_class(f"fsad-{name}")
-        controls = widgets.VBox([
-            widgets.HBox([self.category_dropdown, self.stn_dropdown]),
-            self.k_slider,
-            widgets.HBox([widgets.Label("augmentation:")] + list(self.family_boxes.values())),
-            self.help,
-        ])
+        controls = widgets.VBox(
+            [
+                widgets.HBox([self.category_dropdown, self.stn_dropdown]),
+                self.k_slider,
+                widgets.HBox([widgets.Label("augmentation:")] + list(self.family_boxes.values())),
+                self.help,
+            ]
+        )
         super().__init__([controls, self.auroc_label, self.status, self.maps_image, self.output])
         self.add_class("fsad-explorer")
         for control in (self.category_dropdown, self.k_slider, self.stn_dropdown, *self.family_boxes.values()):
@@ -290,8 +343,9 @@ class AblationExplorer(widgets.VBox):
         self.status.value = "<i>computing…</i>"
         self.output.clear_output()
         try:
-            result = self.session.evaluate(self.category_dropdown.value, self.k_slider.value, self.families,
-                                           self.stn_mode)
+            result = self.session.evaluate(
+                self.category_dropdown.value, self.k_slider.value, self.families, self.stn_mode
+            )
             png = _figure_png(explorer_figure(result))
         except Exception as error:  # noqa: BLE001 - shown in the widget instead of vanishing in a comm handler
             self.status.value = ""
@@ -313,11 +367,19 @@ class AblationExplorer(widgets.VBox):
         return explorer_figure(self.result)
 
 
-def ablation_explorer(data_root: str | Path, dataset: str, categories: Sequence[str],
-                      ks: Sequence[int] = DEFAULT_KS, image_size: int = DEFAULT_IMAGE_SIZE,
-                      backbone: str = DEFAULT_BACKBONE, weights: str = "imagenet", device: str = "auto",
-                      checkpoint_dir: str | Path | None = None, seed: int = 0,
-                      families: Sequence[str] = AUGMENT_FAMILIES) -> AblationExplorer:
+def ablation_explorer(
+    data_root: str | Path,
+    dataset: str,
+    categories: Sequence[str],
+    ks: Sequence[int] = DEFAULT_KS,
+    image_size: int = DEFAULT_IMAGE_SIZE,
+    backbone: str = DEFAULT_BACKBONE,
+    weights: str = "imagenet",
+    device: str = "auto",
+    checkpoint_dir: str | Path | None = None,
+    seed: int = 0,
+    families: Sequence[str] = AUGMENT_FAMILIES,
+) -> AblationExplorer:
     """Controls for augmentation families, STN mode, k and category; AUROC and maps refresh on change.
 
     Args:
@@ -336,8 +398,18 @@ def ablation_explorer(data_root: str | Path, dataset: str, categories: Sequence[
         >>> explorer.k_slider.value = 2; explorer.auroc_label.value                             # doctest: +SKIP
         '<b>image AUROC 0.917 · pixel AUROC 0.953 (category washer, k = 2, ...)</b>'
     """
-    session = ExplorerSession(data_root, dataset, categories, ks=ks, image_size=image_size, backbone=backbone,
-                              weights=weights, device=device, checkpoint_dir=checkpoint_dir, seed=seed)
+    session = ExplorerSession(
+        data_root,
+        dataset,
+        categories,
+        ks=ks,
+        image_size=image_size,
+        backbone=backbone,
+        weights=weights,
+        device=device,
+        checkpoint_dir=checkpoint_dir,
+        seed=seed,
+    )
     return AblationExplorer(session, families=families)
 
 
@@ -363,8 +435,9 @@ class MapViewer(widgets.VBox):
     """Threshold slider over test maps (see :func:`map_viewer`). Attributes: ``index_slider``,
     ``threshold_slider``, ``decision_label``, ``image``."""
 
-    def __init__(self, images: Any, masks: Any, maps: Any, scores: Any, labels: Any,
-                 threshold: float | None = None) -> None:
+    def __init__(
+        self, images: Any, masks: Any, maps: Any, scores: Any, labels: Any, threshold: float | None = None
+    ) -> None:
         self.images = images if isinstance(images, torch.Tensor) else torch.as_tensor(np.asarray(images))
         self.maps = _as_numpy(maps).astype(np.float64)
         self.scores = _as_numpy(scores).astype(np.float64)
@@ -375,21 +448,41 @@ class MapViewer(widgets.VBox):
         if self.masks is not None:
             lengths["masks"] = len(self.masks)
         if n == 0 or len(set(lengths.values())) != 1:
-            raise ValueError(f"map_viewer needs the same non-zero number of images, maps, scores and labels; got {lengths}.")
+            raise ValueError(
+                f"map_viewer needs the same non-zero number of images, maps, scores and labels; got {lengths}."
+            )
         if self.masks is not None and self.masks.shape != self.maps.shape:
             raise ValueError(f"masks {self.masks.shape} and maps {self.maps.shape} must have the same shape.")
         low, high = float(self.maps.min()), float(self.maps.max())
         self.range = (low, high if high > low else low + 1.0)
         # Start between the two classes' median scores: a sensible threshold to move from.
-        start = threshold if threshold is not None else float(
-            (np.median(self.scores[self.labels == 0]) + np.median(self.scores[self.labels == 1])) / 2
-            if 0 < self.labels.sum() < n else np.median(self.scores))
-        self.index_slider = widgets.IntSlider(value=0, min=0, max=n - 1, description="test image",
-                                              continuous_update=False, style={"description_width": "initial"})
-        self.threshold_slider = widgets.FloatSlider(value=float(np.clip(start, *self.range)), min=self.range[0],
-                                                    max=self.range[1], step=(self.range[1] - self.range[0]) / 200,
-                                                    readout_format=".3f", description="threshold",
-                                                    continuous_update=False, style={"description_width": "initial"})
+        start = (
+            threshold
+            if threshold is not None
+            else float(
+                (np.median(self.scores[self.labels == 0]) + np.median(self.scores[self.labels == 1])) / 2
+                if 0 < self.labels.sum() < n
+                else np.median(self.scores)
+            )
+        )
+        self.index_slider = widgets.IntSlider(
+            value=0,
+            min=0,
+            max=n - 1,
+            description="test image",
+            continuous_update=False,
+            style={"description_width": "initial"},
+        )
+        self.threshold_slider = widgets.FloatSlider(
+            value=float(np.clip(start, *self.range)),
+            min=self.range[0],
+            max=self.range[1],
+            step=(self.range[1] - self.range[0]) / 200,
+            readout_format=".3f",
+            description="threshold",
+            continuous_update=False,
+            style={"description_width": "initial"},
+        )
         self.decision_label = widgets.HTML()
         self.image = widgets.Image(format="png", layout=widgets.Layout(max_width="640px"))
         self.index_slider.add_class("fsad-index")
@@ -406,9 +499,13 @@ class MapViewer(widgets.VBox):
         map above threshold' since the score is the map's maximum), and set-wide error counts."""
         predicted = self.scores >= threshold
         truth = self.labels == 1
-        return {"defective": bool(predicted[index]), "correct": bool(predicted[index] == truth[index]),
-                "n_correct": int((predicted == truth).sum()), "missed": int((~predicted & truth).sum()),
-                "false_alarms": int((predicted & ~truth).sum())}
+        return {
+            "defective": bool(predicted[index]),
+            "correct": bool(predicted[index] == truth[index]),
+            "n_correct": int((predicted == truth).sum()),
+            "missed": int((~predicted & truth).sum()),
+            "false_alarms": int((predicted & ~truth).sum()),
+        }
 
     def refresh(self) -> None:
         index, threshold = int(self.index_slider.value), float(self.threshold_slider.value)
@@ -433,11 +530,13 @@ class MapViewer(widgets.VBox):
             f"<b>image {index}: score {self.scores[index]:.3f} {'≥' if d['defective'] else '<'} threshold "
             f"{threshold:.3f} → {'DEFECTIVE' if d['defective'] else 'GOOD'}</b> (truth: {truth_text}, {verdict})"
             f"{pixel_text}<br>all {len(self.scores)} test images at this threshold: {d['n_correct']} correct, "
-            f"{d['missed']} missed defects, {d['false_alarms']} false alarms")
+            f"{d['missed']} missed defects, {d['false_alarms']} false alarms"
+        )
 
 
-def map_viewer(images: Any, masks: Any, maps: Any, scores: Any, labels: Any,
-               threshold: float | None = None) -> MapViewer:
+def map_viewer(
+    images: Any, masks: Any, maps: Any, scores: Any, labels: Any, threshold: float | None = None
+) -> MapViewer:
     """Browse test images with a threshold slider: image, map, thresholded map vs ground truth, decision.
 
     Args:
@@ -456,5 +555,14 @@ def map_viewer(images: Any, masks: Any, maps: Any, scores: Any, labels: Any,
     return MapViewer(images, masks, maps, scores, labels, threshold=threshold)
 
 
-__all__ = ["AblationExplorer", "ExplorerResult", "ExplorerSession", "MapViewer", "ablation_explorer",
-           "explorer_figure", "map_viewer", "panel_rows", "threshold_overlay"]
+__all__ = [
+    "AblationExplorer",
+    "ExplorerResult",
+    "ExplorerSession",
+    "MapViewer",
+    "ablation_explorer",
+    "explorer_figure",
+    "map_viewer",
+    "panel_rows",
+    "threshold_overlay",
+]

@@ -1,4 +1,5 @@
 """Shared fixtures: the real-data marker and small helpers used across test files."""
+
 from __future__ import annotations
 
 import os
@@ -10,6 +11,7 @@ import torch
 REPO_ROOT = Path(__file__).resolve().parents[1]
 # The real MVTec AD / MPDD subsets live beside the checkout (../shared/data), in CI too.
 SHARED_DATA = Path(os.environ.get("FSAD_SHARED_DATA", REPO_ROOT.parent / "shared" / "data"))
+
 
 def _flag(name: str) -> bool:
     return os.environ.get(name, "").lower() in {"1", "true", "yes"}
@@ -36,8 +38,10 @@ def shared_data_root() -> Path:
     expected = ["mvtec_ad_subset", "mpdd_subset", "mvtec_ad_256", "mvtec_ad_samples_nomask"]
     missing = [name for name in expected if not (SHARED_DATA / name).is_dir()]
     if missing:
-        message = (f"real-data assets missing under {SHARED_DATA}: {missing}. "
-                   "Set FSAD_SHARED_DATA or place shared/ beside the checkout.")
+        message = (
+            f"real-data assets missing under {SHARED_DATA}: {missing}. "
+            "Set FSAD_SHARED_DATA or place shared/ beside the checkout."
+        )
         if REQUIRE_REAL_DATA:
             pytest.fail(message)
         pytest.skip(message)

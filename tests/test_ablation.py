@@ -1,4 +1,5 @@
 """Ablation grids (paper Tables 5 and 6) end to end on a tiny synthetic set, resume, table files, CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -10,8 +11,16 @@ import pytest
 
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import ablation
-from fsad.ablation import (PAPER_TABLE5, PAPER_TABLE6, TABLE5_ROWS, TABLE6_SETTINGS, AblationConfig,
-                           format_ablation, table5, table6)
+from fsad.ablation import (
+    PAPER_TABLE5,
+    PAPER_TABLE6,
+    TABLE5_ROWS,
+    TABLE6_SETTINGS,
+    AblationConfig,
+    format_ablation,
+    table5,
+    table6,
+)
 from fsad.checkpoint import read_checkpoint
 
 SIZE = 32  # the smallest size RegADModel accepts; keeps the 16 trainings + 32 evaluations here fast
@@ -20,14 +29,33 @@ CATEGORIES = ["washer", "weave"]
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), seed=0, image_size=64, n_train=4,
-                                      n_test_good=2, n_test_per_defect=1, categories=CATEGORIES)
+    return generate_synthetic_dataset(
+        tmp_path_factory.mktemp("syn"),
+        seed=0,
+        image_size=64,
+        n_train=4,
+        n_test_good=2,
+        n_test_per_defect=1,
+        categories=CATEGORIES,
+    )
 
 
 def _config(root: Path, out: Path, **overrides) -> AblationConfig:
-    options = dict(data_root=str(root), dataset="synthetic", out=str(out), ks=[2], runs=1, epochs=1,
-                   batch_size=2, max_steps_per_epoch=2, lr=0.01, image_size=SIZE, weights="random", device="cpu",
-                   augment_families=["flip", "gray"])  # 3 views per support instead of 22: faster, same code path
+    options = dict(
+        data_root=str(root),
+        dataset="synthetic",
+        out=str(out),
+        ks=[2],
+        runs=1,
+        epochs=1,
+        batch_size=2,
+        max_steps_per_epoch=2,
+        lr=0.01,
+        image_size=SIZE,
+        weights="random",
+        device="cpu",
+        augment_families=["flip", "gray"],
+    )  # 3 views per support instead of 22: faster, same code path
     options.update(overrides)
     return AblationConfig(**options)
 
@@ -39,8 +67,11 @@ def grid(root: Path, tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, di
 
 
 def _cell_files(out: Path) -> dict[str, int]:
-    return {str(p.relative_to(out)): len(json.loads(p.read_text())["cells"]) for p in (out / "cells").rglob("*.json")
-            if not p.name.endswith(".manifest.json")}
+    return {
+        str(p.relative_to(out)): len(json.loads(p.read_text())["cells"])
+        for p in (out / "cells").rglob("*.json")
+        if not p.name.endswith(".manifest.json")
+    }
 
 
 def test_table5_has_every_row_with_numbers(grid: tuple[Path, dict]) -> None:
@@ -70,12 +101,20 @@ def test_table5_rows_use_the_right_models_and_cells(grid: tuple[Path, dict]) -> 
             assert payload["model_config"]["stn_mode"] == (None if setting == "no_stn" else setting)
     # Six (setting, augmentation) variants x 2 categories = 12 cell files, one cell each.
     assert sorted({Path(p).parent.name for p in _cell_files(out)}) == sorted(
-        ["untrained__noaug", "untrained__aug", "no_stn__noaug", "rotation_scale__noaug", "no_stn__aug",
-         "rotation_scale__aug"])
+        [
+            "untrained__noaug",
+            "untrained__aug",
+            "no_stn__noaug",
+            "rotation_scale__noaug",
+            "no_stn__aug",
+            "rotation_scale__aug",
+        ]
+    )
     assert set(_cell_files(out).values()) == {1} and len(_cell_files(out)) == 12
     # Row 'F+S' = the macro average of the rotation_scale/no-aug cells, recomputed here.
-    cells = [json.loads((out / "cells" / "rotation_scale__noaug" / f"{c}.json").read_text())["cells"][0]
-             for c in CATEGORIES]
+    cells = [
+        json.loads((out / "cells" / "rotation_scale__noaug" / f"{c}.json").read_text())["cells"][0] for c in CATEGORIES
+    ]
     assert all(c["k"] == 2 and c["run"] == 0 for c in cells)
     row = next(r for r in document["rows"] if r["row"] == "F+S")
     assert row["image_auroc"] == pytest.approx(np.mean([c["image_auroc"] for c in cells]))
@@ -83,12 +122,14 @@ def test_table5_rows_use_the_right_models_and_cells(grid: tuple[Path, dict]) -> 
     # 'none' and 'A' evaluate the untrained model; augmentation is what separates them.
     untrained = json.loads((out / "cells" / "untrained__aug" / "weave.json").read_text())
     assert untrained.get("checkpoint") is None and untrained["config"]["stn_mode"] is None
-    assert json.loads((out / "cells" / "untrained__noaug" / "weave.json").read_text())["config"][
-        "augment_families"] == []
+    assert (
+        json.loads((out / "cells" / "untrained__noaug" / "weave.json").read_text())["config"]["augment_families"] == []
+    )
 
 
-def test_resuming_trains_nothing_and_adds_no_cells(root: Path, grid: tuple[Path, dict],
-                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+def test_resuming_trains_nothing_and_adds_no_cells(
+    root: Path, grid: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out, document = grid
     before = _cell_files(out)
     calls: list = []
@@ -100,8 +141,9 @@ def test_resuming_trains_nothing_and_adds_no_cells(root: Path, grid: tuple[Path,
         table5(_config(root, out), progress=False)
 
 
-def test_table6_has_every_setting_and_shares_table5_work(root: Path, grid: tuple[Path, dict],
-                                                         monkeypatch: pytest.MonkeyPatch) -> None:
+def test_table6_has_every_setting_and_shares_table5_work(
+    root: Path, grid: tuple[Path, dict], monkeypatch: pytest.MonkeyPatch
+) -> None:
     out, table5_document = grid
     trained: list[str] = []
     real_train = ablation.train
@@ -127,10 +169,21 @@ def test_paper_constants_and_printed_table() -> None:
     assert PAPER_TABLE5["mpdd"]["pixel"]["none"] == (89.5, 91.2, 92.0)
     assert max(PAPER_TABLE6["mvtec"], key=PAPER_TABLE6["mvtec"].get) == "rotation_scale"
     assert max(PAPER_TABLE6["mpdd"], key=PAPER_TABLE6["mpdd"].get) == "affine"
-    document = {"table": "table5", "categories": ["bottle"],
-                "config": {"dataset": "mvtec", "runs": 1, "epochs": 1, "backbone": "resnet18"},
-                "rows": [{"row": "A+F+S", "k": 8, "image_auroc": 0.9, "pixel_auroc": None,
-                          "paper_image_auroc": 91.2, "paper_pixel_auroc": 96.7}]}
+    document = {
+        "table": "table5",
+        "categories": ["bottle"],
+        "config": {"dataset": "mvtec", "runs": 1, "epochs": 1, "backbone": "resnet18"},
+        "rows": [
+            {
+                "row": "A+F+S",
+                "k": 8,
+                "image_auroc": 0.9,
+                "pixel_auroc": None,
+                "paper_image_auroc": 91.2,
+                "paper_pixel_auroc": 96.7,
+            }
+        ],
+    }
     text = format_ablation(document)
     assert "A+F+S" in text and " 90.0" in text and "(91.2)" in text and "(96.7)" in text and "—" in text
 
@@ -146,15 +199,30 @@ def test_cli(tmp_path: Path) -> None:
     from fsad import cli
 
     parser = cli.build_parser()
-    args = parser.parse_args(["ablation", "table6", "--data-root", "d", "--dataset", "mpdd", "--out", "o",
-                              "--epochs", "3", "--stn-mode", "affine", "--runs", "2"])
+    args = parser.parse_args(
+        [
+            "ablation",
+            "table6",
+            "--data-root",
+            "d",
+            "--dataset",
+            "mpdd",
+            "--out",
+            "o",
+            "--epochs",
+            "3",
+            "--stn-mode",
+            "affine",
+            "--runs",
+            "2",
+        ]
+    )
     config = cli.ablation_config(args)
     assert args.table == "table6" and config.ks == [2] and config.epochs == 3 and config.runs == 2
     assert args.func is cli.cmd_ablation and config.batch_size == 32 and config.lr == 1e-4
     args = parser.parse_args(["ablation", "table5", "--data-root", "d", "--dataset", "mvtec", "--out", "o"])
     assert cli.ablation_config(args).ks == [2, 4, 8] and cli.ablation_config(args).runs == 10
-    args = parser.parse_args(["ablation", "table5", "--data-root", "d", "--dataset", "mvtec", "--out", "o",
-                              "--no-stn"])
+    args = parser.parse_args(["ablation", "table5", "--data-root", "d", "--dataset", "mvtec", "--out", "o", "--no-stn"])
     with pytest.raises(ValueError, match="no-STN rows"):
         cli.ablation_config(args)
 

@@ -1,4 +1,5 @@
 """Anomaly maps: upsampling, the scipy-identical blur (borders included), image scores."""
+
 from __future__ import annotations
 
 import numpy as np

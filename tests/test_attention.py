@@ -1,4 +1,5 @@
 """Tests for fsad.models.attention: ZPool, gates, TAM, MAM, build_attention, attention_maps."""
+
 from __future__ import annotations
 
 import pytest
@@ -164,7 +165,11 @@ def test_attention_maps_shapes_and_range():
     x = torch.randn(2, 3, 10, 12)
     maps = attention_maps(build_attention("mam", 3).eval(), x)
     assert {k: tuple(v.shape) for k, v in maps.items()} == {
-        "c": (2, 3, 1, 1), "cw": (2, 3, 1, 12), "hc": (2, 3, 10, 1), "hw": (2, 1, 10, 12)}
+        "c": (2, 3, 1, 1),
+        "cw": (2, 3, 1, 12),
+        "hc": (2, 3, 10, 1),
+        "hw": (2, 1, 10, 12),
+    }
     for v in maps.values():
         assert not v.requires_grad and (v > 0).all() and (v < 1).all()
     assert attention_maps(build_attention("none", 3), x) == {}

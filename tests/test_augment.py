@@ -1,4 +1,5 @@
 """Support augmentation: view counts, layout, and what each view does to pixels."""
+
 from __future__ import annotations
 
 import pytest
@@ -24,8 +25,11 @@ def images() -> torch.Tensor:
 def _offset(families: tuple[str, ...], family: str) -> int:
     """Index of the first view of `family` in the view-major layout."""
     sizes = {"rotation": 8, "translation": 8, "flip": 1, "gray": 1, "rot90": 3}
-    return 1 + sum(sizes[f] for f in AUGMENT_FAMILIES if f in families and
-                   AUGMENT_FAMILIES.index(f) < AUGMENT_FAMILIES.index(family))
+    return 1 + sum(
+        sizes[f]
+        for f in AUGMENT_FAMILIES
+        if f in families and AUGMENT_FAMILIES.index(f) < AUGMENT_FAMILIES.index(family)
+    )
 
 
 def test_counts_all_and_per_family(images):
@@ -48,12 +52,12 @@ def test_hflip_view(images):
     fams = AUGMENT_FAMILIES
     i = _offset(fams, "flip")
     out = augment_supports(images)
-    assert torch.equal(out[2 * i:2 * i + 2], images.flip(-1))
+    assert torch.equal(out[2 * i : 2 * i + 2], images.flip(-1))
 
 
 def test_gray_view_has_equal_channels_after_denormalising(images):
     i = _offset(AUGMENT_FAMILIES, "gray")
-    view = augment_supports(images)[2 * i:2 * i + 2]
+    view = augment_supports(images)[2 * i : 2 * i + 2]
     mean = torch.tensor(IMAGENET_MEAN).view(1, 3, 1, 1)
     std = torch.tensor(IMAGENET_STD).view(1, 3, 1, 1)
     raw = view * std + mean
@@ -67,7 +71,7 @@ def test_gray_view_has_equal_channels_after_denormalising(images):
 def test_rot90_views_compose_to_identity(images):
     i = _offset(AUGMENT_FAMILIES, "rot90")
     out = augment_supports(images)
-    r1, r2, r3 = (out[2 * (i + j):2 * (i + j) + 2] for j in range(3))
+    r1, r2, r3 = (out[2 * (i + j) : 2 * (i + j) + 2] for j in range(3))
     assert torch.equal(torch.rot90(r1, 3, dims=(2, 3)), images)
     assert torch.equal(torch.rot90(r1, 1, dims=(2, 3)), r2)
     assert torch.equal(torch.rot90(r2, 1, dims=(2, 3)), r3)

@@ -1,4 +1,5 @@
 """The backbone table: a new backbone is one row, and everything that builds models picks it up."""
+
 from __future__ import annotations
 
 import pytest
@@ -46,8 +47,23 @@ def test_a_registered_backbone_is_one_row(toy_backbone: BackboneSpec):
     assert model.embed(torch.randn(1, 3, 64, 64)).shape == (1, 8 + 12 + 16, 16, 16)
 
     # The CLI offers it; random weights are explicit; ImageNet weights are refused, never borrowed.
-    args = build_parser().parse_args(["evaluate", "--data-root", "x", "--dataset", "synthetic", "--categories",
-                                      "a", "--out", "r.json", "--backbone", "tiny_toy", "--weights", "random"])
+    args = build_parser().parse_args(
+        [
+            "evaluate",
+            "--data-root",
+            "x",
+            "--dataset",
+            "synthetic",
+            "--categories",
+            "a",
+            "--out",
+            "r.json",
+            "--backbone",
+            "tiny_toy",
+            "--weights",
+            "random",
+        ]
+    )
     assert args.backbone == "tiny_toy"
     state_dict, info = load_backbone_weights("tiny_toy", "random", seed=3)
     assert state_dict is None and info.kind == "random" and info.seed == 3

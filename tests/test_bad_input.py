@@ -2,6 +2,7 @@
 naming the offending path or option, and never writes or changes a results file. Plus property tests of the
 image and mask loaders (random bytes, truncations, every PIL mode): a clear FsadError or a correct tensor.
 """
+
 from __future__ import annotations
 
 import io
@@ -29,14 +30,42 @@ SIZE = 64
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), seed=2, image_size=SIZE, n_train=4,
-                                      n_test_good=2, n_test_per_defect=1, categories=["washer", "weave"])
+    return generate_synthetic_dataset(
+        tmp_path_factory.mktemp("syn"),
+        seed=2,
+        image_size=SIZE,
+        n_train=4,
+        n_test_good=2,
+        n_test_per_defect=1,
+        categories=["washer", "weave"],
+    )
 
 
 def _evaluate(root: Path, out: Path, *extra: str) -> list[str]:
-    return ["evaluate", "--data-root", str(root), "--dataset", "synthetic", "--categories", "washer", "--k", "1",
-            "--runs", "1", "--weights", "random", "--image-size", str(SIZE), "--no-augment", "--device", "cpu",
-            "--quiet", "--out", str(out), *extra]
+    return [
+        "evaluate",
+        "--data-root",
+        str(root),
+        "--dataset",
+        "synthetic",
+        "--categories",
+        "washer",
+        "--k",
+        "1",
+        "--runs",
+        "1",
+        "--weights",
+        "random",
+        "--image-size",
+        str(SIZE),
+        "--no-augment",
+        "--device",
+        "cpu",
+        "--quiet",
+        "--out",
+        str(out),
+        *extra,
+    ]
 
 
 @pytest.fixture(scope="module")
@@ -44,8 +73,8 @@ def finished(root: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished results file; the same category and k are given twice and computed once."""
     out = tmp_path_factory.mktemp("done") / "R.json"
     args = _evaluate(root, out)
-    args[args.index("--categories") + 1:args.index("--categories") + 2] = ["washer", "washer"]
-    args[args.index("--k") + 1:args.index("--k") + 2] = ["1", "1"]
+    args[args.index("--categories") + 1 : args.index("--categories") + 2] = ["washer", "washer"]
+    args[args.index("--k") + 1 : args.index("--k") + 2] = ["1", "1"]
     with pytest.warns(UserWarning, match="duplicate categories or k removed"):
         assert fsad_main(args) == 0
     return out
@@ -64,8 +93,10 @@ def _refused(capsys: pytest.CaptureFixture, status: int, *names: str) -> str:
 # --------------------------------------------------------------------------- results files are never lost
 def test_a_finished_run_is_strict_json_with_deduplicated_cells(finished: Path) -> None:
     text = finished.read_text()
+
     def strict(constant: str) -> None:
         raise AssertionError(f"bare {constant} in the results JSON")
+
     document = json.loads(text, parse_constant=strict)  # NaN / Infinity are not JSON
     assert [(c["category"], c["k"], c["run"]) for c in document["cells"]] == [("washer", 1, 0)]
     assert document["config"]["categories"] == ["washer"] and document["config"]["ks"] == [1]
@@ -77,16 +108,19 @@ def test_a_finished_run_is_strict_json_with_deduplicated_cells(finished: Path) -
 RESULTS_CASES: dict[str, tuple[Callable[[Path], list[str]], list[str]]] = {
     # name: (extra CLI args given the results path, strings the message must name)
     "existing --out without --resume": (lambda out: [], ["--out", "R.json", "--resume", "--overwrite"]),
-    "--resume with another --method": (lambda out: ["--method", "padim", "--resume"],
-                                       ["R.json", "method: file has 'regad', this run 'padim'"]),
+    "--resume with another --method": (
+        lambda out: ["--method", "padim", "--resume"],
+        ["R.json", "method: file has 'regad', this run 'padim'"],
+    ),
     "--resume with another seed": (lambda out: ["--resume", "--seed", "3"], ["R.json", "seed: file has 0, this run 3"]),
     "--resume and --overwrite": (lambda out: ["--resume", "--overwrite"], ["--resume", "--overwrite"]),
 }
 
 
 @pytest.mark.parametrize("case", list(RESULTS_CASES))
-def test_results_file_is_never_replaced_implicitly(case: str, root: Path, finished: Path, tmp_path: Path,
-                                                   capsys: pytest.CaptureFixture) -> None:
+def test_results_file_is_never_replaced_implicitly(
+    case: str, root: Path, finished: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     out = tmp_path / "R.json"
     shutil.copy(finished, out)
     before = out.read_bytes()
@@ -154,17 +188,35 @@ def _tagged_checkpoint_without_keys(root: Path) -> Path:
 
 def _checkpoint_without_weights(root: Path) -> Path:
     path = root / "noweights.pt"
-    config = {"backbone": "resnet18", "image_size": SIZE, "stn_mode": "rotation_scale", "attention": "none",
-              "dcn": False}
-    save_checkpoint({"model_config": config, "model_state": {"stray": torch.zeros(1)}, "target": "washer",
-                     "dataset": "synthetic", "epoch": 1}, path)
+    config = {
+        "backbone": "resnet18",
+        "image_size": SIZE,
+        "stn_mode": "rotation_scale",
+        "attention": "none",
+        "dcn": False,
+    }
+    save_checkpoint(
+        {
+            "model_config": config,
+            "model_state": {"stray": torch.zeros(1)},
+            "target": "washer",
+            "dataset": "synthetic",
+            "epoch": 1,
+        },
+        path,
+    )
     return path
 
 
 def _checkpoint_missing_a_tensor(root: Path) -> Path:
     path = root / "notensor.pt"
-    metadata = {"model_config": {}, "model_state": {"w": {"__tensor__": "model_state.w"}}, "target": "washer",
-                "dataset": "synthetic", "epoch": 1}
+    metadata = {
+        "model_config": {},
+        "model_state": {"w": {"__tensor__": "model_state.w"}},
+        "target": "washer",
+        "dataset": "synthetic",
+        "epoch": 1,
+    }
     torch.save({"format": CHECKPOINT_FORMAT, "metadata": json.dumps(metadata), "tensors": {}}, path)
     return path
 
@@ -182,38 +234,59 @@ EVALUATE_CASES: dict[str, Callable[[Path], tuple[list[str], list[str]]]] = {
     "bad manifest": lambda r: (["--manifest", str(_bad_manifest(r))], ["bad_manifest.json", "not valid JSON"]),
     "missing checkpoint": lambda r: (["--checkpoint", str(r / "none.pt")], ["none.pt", "does not exist"]),
     "checkpoint that is not one": lambda r: (["--checkpoint", str(_text_checkpoint(r))], ["ckpt.pt"]),
-    "tagged checkpoint missing keys": lambda r: (["--checkpoint", str(_tagged_checkpoint_without_keys(r))],
-                                                 ["tagged.pt", "model_config"]),
-    "checkpoint missing weights": lambda r: (["--checkpoint", str(_checkpoint_without_weights(r))],
-                                             ["noweights.pt", "weights do not fit", "Missing key"]),
-    "checkpoint missing a tensor": lambda r: (["--checkpoint", str(_checkpoint_missing_a_tensor(r))],
-                                              ["notensor.pt", "model_state.w", "missing"]),
-    "--attention with patchcore": lambda r: (["--method", "patchcore", "--attention", "mam"],
-                                             ["--attention", "--method regad", "patchcore"]),
-    "--stn-mode with padim": lambda r: (["--method", "padim", "--stn-mode", "affine"],
-                                        ["--stn-mode", "--method regad", "padim"]),
+    "tagged checkpoint missing keys": lambda r: (
+        ["--checkpoint", str(_tagged_checkpoint_without_keys(r))],
+        ["tagged.pt", "model_config"],
+    ),
+    "checkpoint missing weights": lambda r: (
+        ["--checkpoint", str(_checkpoint_without_weights(r))],
+        ["noweights.pt", "weights do not fit", "Missing key"],
+    ),
+    "checkpoint missing a tensor": lambda r: (
+        ["--checkpoint", str(_checkpoint_missing_a_tensor(r))],
+        ["notensor.pt", "model_state.w", "missing"],
+    ),
+    "--attention with patchcore": lambda r: (
+        ["--method", "patchcore", "--attention", "mam"],
+        ["--attention", "--method regad", "patchcore"],
+    ),
+    "--stn-mode with padim": lambda r: (
+        ["--method", "padim", "--stn-mode", "affine"],
+        ["--stn-mode", "--method regad", "padim"],
+    ),
     "--coreset-ratio with regad": lambda r: (["--coreset-ratio", "0.1"], ["--coreset-ratio", "--method patchcore"]),
-    "--patchcore-border with regad": lambda r: (["--patchcore-border", "exclude_padding"],
-                                                ["--patchcore-border", "--method patchcore"]),
-    "--patchcore-image-score with padim": lambda r: (["--method", "padim", "--patchcore-image-score", "map_max"],
-                                                     ["--patchcore-image-score", "--method patchcore"]),
-    "--channel-subset with patchcore": lambda r: (["--method", "patchcore", "--channel-subset", "10"],
-                                                  ["--channel-subset", "--method regad / padim"]),
-    "--checkpoint with padim": lambda r: (["--method", "padim", "--checkpoint", str(r / "x.pt")],
-                                          ["--checkpoint", "--method regad"]),
+    "--patchcore-border with regad": lambda r: (
+        ["--patchcore-border", "exclude_padding"],
+        ["--patchcore-border", "--method patchcore"],
+    ),
+    "--patchcore-image-score with padim": lambda r: (
+        ["--method", "padim", "--patchcore-image-score", "map_max"],
+        ["--patchcore-image-score", "--method patchcore"],
+    ),
+    "--channel-subset with patchcore": lambda r: (
+        ["--method", "patchcore", "--channel-subset", "10"],
+        ["--channel-subset", "--method regad / padim"],
+    ),
+    "--checkpoint with padim": lambda r: (
+        ["--method", "padim", "--checkpoint", str(r / "x.pt")],
+        ["--checkpoint", "--method regad"],
+    ),
     "--dcn with padim": lambda r: (["--method", "padim", "--dcn"], ["--dcn", "--method regad"]),
     "coreset ratio out of range": lambda r: (["--method", "patchcore", "--coreset-ratio", "1.5"], ["--coreset-ratio"]),
     "--out is a folder": lambda r: (["--out", str(r)], ["--out", str(r), "is a folder"]),
-    "--out under a file": lambda r: (["--out", str(r / "washer" / "train" / "good" / "000.png" / "R.json")],
-                                     ["--out", "000.png", "is a file"]),
+    "--out under a file": lambda r: (
+        ["--out", str(r / "washer" / "train" / "good" / "000.png" / "R.json")],
+        ["--out", "000.png", "is a file"],
+    ),
 }
 if not torch.cuda.is_available():
     EVALUATE_CASES["CUDA absent"] = lambda r: (["--device", "cuda"], ["--device cuda", "CUDA is not available"])
 
 
 @pytest.mark.parametrize("case", list(EVALUATE_CASES))
-def test_evaluate_refuses_bad_input_in_one_line(case: str, root: Path, tmp_path: Path,
-                                                capsys: pytest.CaptureFixture) -> None:
+def test_evaluate_refuses_bad_input_in_one_line(
+    case: str, root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(root, data)
     out = tmp_path / "results" / "R.json"
@@ -225,13 +298,14 @@ def test_evaluate_refuses_bad_input_in_one_line(case: str, root: Path, tmp_path:
             width = 1
             while position + width < len(args) and not args[position + width].startswith("--"):
                 width += 1
-            del args[position:position + width]
+            del args[position : position + width]
     _refused(capsys, fsad_main(args + extra), *names)
     assert not out.exists() and not out.with_suffix(".csv").exists()
 
 
-def test_unwritable_out_is_refused_before_any_work(root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
-                                                  capsys: pytest.CaptureFixture) -> None:
+def test_unwritable_out_is_refused_before_any_work(
+    root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
+) -> None:
     import fsad.evaluate
     import fsad.utils
 
@@ -257,16 +331,19 @@ class _CreatesAFile:
         return (open, (self.path, "w"))  # unpickling this calls open(path, "w"): the file appears
 
 
-def test_a_hostile_pickle_as_checkpoint_runs_nothing(root: Path, tmp_path: Path,
-                                                     capsys: pytest.CaptureFixture) -> None:
+def test_a_hostile_pickle_as_checkpoint_runs_nothing(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     witness, hostile = tmp_path / "pwned", tmp_path / "hostile.pt"
     torch.save({"format": "fsad-checkpoint-v1", "model_config": _CreatesAFile(witness)}, hostile)
     torch.load(hostile, weights_only=False)  # the payload is real: an unsafe load creates the file ...
     assert witness.exists()
     witness.unlink()
     out = tmp_path / "R.json"
-    _refused(capsys, fsad_main(_evaluate(root, out, "--checkpoint", str(hostile))), str(hostile),
-             "python -m fsad checkpoint convert")
+    _refused(
+        capsys,
+        fsad_main(_evaluate(root, out, "--checkpoint", str(hostile))),
+        str(hostile),
+        "python -m fsad checkpoint convert",
+    )
     assert not witness.exists() and not out.exists()  # ... the kit's load does not
     _refused(capsys, fsad_main(["checkpoint", "convert", str(hostile), str(tmp_path / "new.pt")]), str(hostile))
     assert not witness.exists() and not (tmp_path / "new.pt").exists()
@@ -274,10 +351,15 @@ def test_a_hostile_pickle_as_checkpoint_runs_nothing(root: Path, tmp_path: Path,
 
 def test_old_checkpoint_is_refused_then_converted(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     v2 = tmp_path / "v2.pt"
-    state = {"model_config": {"backbone": "resnet18"}, "model_state": {"a.weight": torch.arange(6.0).view(2, 3)},
-             "target": "washer", "dataset": "synthetic", "epoch": 3,
-             "optimizer": {"state": {0: {"momentum_buffer": torch.ones(2)}}, "param_groups": [{"lr": 0.1, "params": [0]}]},
-             "rng": {"numpy": np.random.RandomState(0).get_state(), "torch": torch.get_rng_state()}}
+    state = {
+        "model_config": {"backbone": "resnet18"},
+        "model_state": {"a.weight": torch.arange(6.0).view(2, 3)},
+        "target": "washer",
+        "dataset": "synthetic",
+        "epoch": 3,
+        "optimizer": {"state": {0: {"momentum_buffer": torch.ones(2)}}, "param_groups": [{"lr": 0.1, "params": [0]}]},
+        "rng": {"numpy": np.random.RandomState(0).get_state(), "torch": torch.get_rng_state()},
+    }
     old = tmp_path / "old.pt"
     torch.save({"format": "fsad-checkpoint-v1", **state}, old)  # the pickled v1 layout (NumPy arrays inside)
     with pytest.raises(FsadError, match=r"old\.pt.*python -m fsad checkpoint convert"):
@@ -298,8 +380,25 @@ def test_train_existing_last_checkpoint_is_one_line(root: Path, tmp_path: Path, 
     out = tmp_path / "run"
     out.mkdir()
     (out / "last.pt").write_bytes(b"earlier run")
-    status = fsad_main(["train", "--data-root", str(root), "--dataset", "synthetic", "--target", "washer",
-                        "--out", str(out), "--weights", "random", "--image-size", str(SIZE), "--device", "cpu"])
+    status = fsad_main(
+        [
+            "train",
+            "--data-root",
+            str(root),
+            "--dataset",
+            "synthetic",
+            "--target",
+            "washer",
+            "--out",
+            str(out),
+            "--weights",
+            "random",
+            "--image-size",
+            str(SIZE),
+            "--device",
+            "cpu",
+        ]
+    )
     _refused(capsys, status, str(out / "last.pt"), "--resume")
     assert (out / "last.pt").read_bytes() == b"earlier run"
 
@@ -307,8 +406,23 @@ def test_train_existing_last_checkpoint_is_one_line(root: Path, tmp_path: Path, 
 def test_train_out_under_a_file(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     blocker = tmp_path / "file"
     blocker.write_text("x")
-    status = fsad_main(["train", "--data-root", str(root), "--dataset", "synthetic", "--target", "washer",
-                        "--out", str(blocker / "run"), "--weights", "random", "--device", "cpu"])
+    status = fsad_main(
+        [
+            "train",
+            "--data-root",
+            str(root),
+            "--dataset",
+            "synthetic",
+            "--target",
+            "washer",
+            "--out",
+            str(blocker / "run"),
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+        ]
+    )
     _refused(capsys, status, "--out", str(blocker))
 
 
@@ -356,8 +470,21 @@ def test_synthetic_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys: pyt
     out = tmp_path / "mine"
     (out / "washer").mkdir(parents=True)
     (out / "washer" / "thesis.txt").write_text("precious")
-    args = ["synthetic", "--out", str(out), "--categories", "washer", "--image-size", "32", "--n-train", "1",
-            "--n-test-good", "1", "--n-test-per-defect", "1"]
+    args = [
+        "synthetic",
+        "--out",
+        str(out),
+        "--categories",
+        "washer",
+        "--image-size",
+        "32",
+        "--n-train",
+        "1",
+        "--n-test-good",
+        "1",
+        "--n-test-per-defect",
+        "1",
+    ]
     _refused(capsys, data_main(args), str(out), "--overwrite", "washer")
     assert (out / "washer" / "thesis.txt").read_text() == "precious"
     assert data_main(args + ["--overwrite"]) == 0
@@ -365,8 +492,9 @@ def test_synthetic_refuses_a_folder_it_did_not_write(tmp_path: Path, capsys: pyt
     assert data_main(args) == 0  # its own folder: regenerated without --overwrite
 
 
-def test_verify_names_non_binary_masks_and_unconvertible_images(root: Path, tmp_path: Path,
-                                                                capsys: pytest.CaptureFixture) -> None:
+def test_verify_names_non_binary_masks_and_unconvertible_images(
+    root: Path, tmp_path: Path, capsys: pytest.CaptureFixture
+) -> None:
     data = tmp_path / "data"
     shutil.copytree(root, data)
     assert data_main(["verify", "--root", str(data), "--dataset", "synthetic"]) == 0
@@ -396,8 +524,22 @@ def test_sixteen_bit_grey_is_scaled_not_white(tmp_path: Path) -> None:
 
 
 # Every mode PIL opens a file in, with a format that stores it: converted to the right RGB, or refused by name.
-MODE_FILES = {"1": "PNG", "L": "PNG", "LA": "PNG", "P": "PNG", "PA": "TIFF", "RGB": "PNG", "RGBA": "PNG",
-              "CMYK": "TIFF", "YCbCr": "TIFF", "LAB": "TIFF", "I": "TIFF", "I;16": "PNG", "I;16B": "TIFF", "F": "TIFF"}
+MODE_FILES = {
+    "1": "PNG",
+    "L": "PNG",
+    "LA": "PNG",
+    "P": "PNG",
+    "PA": "TIFF",
+    "RGB": "PNG",
+    "RGBA": "PNG",
+    "CMYK": "TIFF",
+    "YCbCr": "TIFF",
+    "LAB": "TIFF",
+    "I": "TIFF",
+    "I;16": "PNG",
+    "I;16B": "TIFF",
+    "F": "TIFF",
+}
 REFUSED_MODES = {"LAB", "F"}
 
 
@@ -444,10 +586,16 @@ def _expected_rgb(image: Image.Image) -> np.ndarray | None:
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(mode=st.sampled_from(MODES), fmt=st.sampled_from(sorted(SAVE_FORMATS)), seed=st.integers(0, 2**16),
-       cut=st.one_of(st.none(), st.floats(0.0, 0.95)), side=st.integers(1, 9))
-def test_image_loader_gives_a_correct_tensor_or_a_clear_error(tmp_path: Path, mode: str, fmt: str, seed: int,
-                                                              cut: float | None, side: int) -> None:
+@given(
+    mode=st.sampled_from(MODES),
+    fmt=st.sampled_from(sorted(SAVE_FORMATS)),
+    seed=st.integers(0, 2**16),
+    cut=st.one_of(st.none(), st.floats(0.0, 0.95)),
+    side=st.integers(1, 9),
+)
+def test_image_loader_gives_a_correct_tensor_or_a_clear_error(
+    tmp_path: Path, mode: str, fmt: str, seed: int, cut: float | None, side: int
+) -> None:
     rng = np.random.default_rng(seed)
     if mode == "I;16":
         image = Image.fromarray(rng.integers(0, 65536, (side, side), dtype=np.uint16))
@@ -488,11 +636,13 @@ def test_random_bytes_give_a_clear_error(tmp_path: Path, data: bytes, png_prefix
 
 
 @settings(max_examples=60, deadline=None, suppress_health_check=[HealthCheck.function_scoped_fixture])
-@given(mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I"]), seed=st.integers(0, 2**16),
-       values=st.sampled_from([(0, 255), (0, 1), (0,), (255,), (0, 3, 255), (0, 128), (0, 65535)]),
-       fmt=st.sampled_from(["PNG", "TIFF", "JPEG"]))
-def test_mask_loader_binary_or_refused(tmp_path: Path, mode: str, seed: int, values: tuple[int, ...],
-                                       fmt: str) -> None:
+@given(
+    mode=st.sampled_from(["1", "L", "LA", "P", "RGB", "RGBA", "I;16", "I"]),
+    seed=st.integers(0, 2**16),
+    values=st.sampled_from([(0, 255), (0, 1), (0,), (255,), (0, 3, 255), (0, 128), (0, 65535)]),
+    fmt=st.sampled_from(["PNG", "TIFF", "JPEG"]),
+)
+def test_mask_loader_binary_or_refused(tmp_path: Path, mode: str, seed: int, values: tuple[int, ...], fmt: str) -> None:
     rng = np.random.default_rng(seed)
     raw = np.asarray(values)[rng.integers(0, len(values), (6, 6))]
     if mode in ("I;16", "I"):

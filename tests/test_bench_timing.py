@@ -1,4 +1,5 @@
 """benchmarks/timing.py: interleaving order, min/median statistics, thread setting (no timed assertions)."""
+
 from __future__ import annotations
 
 import importlib.util

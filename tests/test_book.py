@@ -6,6 +6,7 @@ takes seconds; `make book` builds the same way from every executed smoke noteboo
 the index and one tutorial page are opened headless and MathJax's output and the figure are checked
 (screenshots under runs/book_test/).
 """
+
 from __future__ import annotations
 
 import base64
@@ -25,8 +26,16 @@ REPO_ROOT = Path(__file__).resolve().parents[1]
 SCREENSHOTS = REPO_ROOT / "runs" / "book_test"
 CHROMIUM = Path(os.environ.get("FSAD_CHROMIUM", "/usr/bin/chromium"))
 REQUIRE_BROWSER = os.environ.get("FSAD_REQUIRE_BROWSER", "").lower() in {"1", "true", "yes"}
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 
 
 def _png() -> str:
@@ -46,21 +55,32 @@ def _png() -> str:
 
 
 def _executed_notebooks(folder: Path) -> list[Path]:
-    first = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# 00 · First\n\nThe score is\n\n"
-                                      "$$\\mathcal{M}(f) = \\sqrt{(f-\\mu)^\\top \\Sigma^{-1} (f-\\mu)}$$\n\n"
-                                      "**Next:** [the second page](01_second.ipynb)."),
-        nbformat.v4.new_code_cell("plot()", outputs=[nbformat.v4.new_output(
-            "display_data", data={"image/png": _png(), "text/plain": "<Figure>"})], execution_count=1),
-    ])
-    injected = nbformat.v4.new_code_cell("smoke = True  # papermill's", metadata={"tags": ["injected-parameters"]},
-                                         outputs=[], execution_count=1)
+    first = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell(
+                "# 00 · First\n\nThe score is\n\n"
+                "$$\\mathcal{M}(f) = \\sqrt{(f-\\mu)^\\top \\Sigma^{-1} (f-\\mu)}$$\n\n"
+                "**Next:** [the second page](01_second.ipynb)."
+            ),
+            nbformat.v4.new_code_cell(
+                "plot()",
+                outputs=[nbformat.v4.new_output("display_data", data={"image/png": _png(), "text/plain": "<Figure>"})],
+                execution_count=1,
+            ),
+        ]
+    )
+    injected = nbformat.v4.new_code_cell(
+        "smoke = True  # papermill's", metadata={"tags": ["injected-parameters"]}, outputs=[], execution_count=1
+    )
     first.cells.insert(1, injected)
-    second = nbformat.v4.new_notebook(cells=[
-        nbformat.v4.new_markdown_cell("# 01 · Second\n\nInline maths $\\epsilon I$ too."),
-        nbformat.v4.new_code_cell("print(1)", outputs=[nbformat.v4.new_output("stream", name="stdout", text="1\n")],
-                                  execution_count=1),
-    ])
+    second = nbformat.v4.new_notebook(
+        cells=[
+            nbformat.v4.new_markdown_cell("# 01 · Second\n\nInline maths $\\epsilon I$ too."),
+            nbformat.v4.new_code_cell(
+                "print(1)", outputs=[nbformat.v4.new_output("stream", name="stdout", text="1\n")], execution_count=1
+            ),
+        ]
+    )
     nested = folder / "01_second" / "smoke-True"  # the layout of make demo's runs/smoke/<stem>/<parameters>/
     nested.mkdir(parents=True)
     nbformat.write(first, folder / "00_first.ipynb")
@@ -75,8 +95,9 @@ def test_book_builds_from_executed_notebooks_in_order(tmp_path: Path) -> None:
     index = build_book(found, tmp_path / "site")
     html = index.parent
     page = (html / "00_first.html").read_text()
-    assert "mathjax/tex-chtml.js" in page and "cdn" not in page.split("tex-chtml.js")[0][-200:], \
+    assert "mathjax/tex-chtml.js" in page and "cdn" not in page.split("tex-chtml.js")[0][-200:], (
         "MathJax must be served from the site, not a CDN"
+    )
     assert (html / "_static" / "mathjax" / "tex-chtml.js").is_file()
     assert "\\mathcal{M}(f)" in page and 'href="01_second.html"' in page
     assert "papermill's" not in page, "the injected parameters cell must not appear on the site"
@@ -106,15 +127,20 @@ def test_book_renders_equation_and_figure_in_chromium(tmp_path: Path) -> None:
     index = build_book(find_executed(_executed_notebooks(tmp_path / "executed")[0].parent), tmp_path / "site")
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     with sync_api.sync_playwright() as playwright:
-        browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                                             timeout=60_000)
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=60_000
+        )
         try:
             page = browser.new_page(viewport={"width": 1200, "height": 900})
             page.set_default_timeout(60_000)
             # The offline guarantee: any request leaving file:// fails the test.
             outside = []
-            page.on("request", lambda request: outside.append(request.url)
-                    if not request.url.startswith(("file://", "data:")) else None)
+            page.on(
+                "request",
+                lambda request: (
+                    outside.append(request.url) if not request.url.startswith(("file://", "data:")) else None
+                ),
+            )
             page.goto(index.as_uri())
             assert page.locator("a[href='00_first.html']").count() >= 1
             page.screenshot(path=str(SCREENSHOTS / "index.png"), full_page=True)

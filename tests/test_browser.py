@@ -9,6 +9,7 @@ viewer's threshold to its maximum and checks the decision text. Screenshots: run
 Chromium is Debian's (/usr/bin/chromium, installed by .ci/install_browser.sh); Playwright never downloads
 a browser here. Locally the test skips when Chromium is missing; under FSAD_REQUIRE_BROWSER=1 (set by .ci/run) it fails.
 """
+
 from __future__ import annotations
 
 import json
@@ -34,8 +35,16 @@ CHROMIUM = Path(os.environ.get("FSAD_CHROMIUM", "/usr/bin/chromium"))
 REQUIRE_BROWSER = os.environ.get("FSAD_REQUIRE_BROWSER", "").lower() in {"1", "true", "yes"}  # set by .ci/run
 # Without the background-networking flags Chromium keeps dialling Google's hosts, which this closed
 # network refuses; --no-sandbox because CI runs as root.
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
-                 "--disable-sync", "--no-first-run", "--disable-quic", "--disable-dev-shm-usage"]
+CHROMIUM_ARGS = [
+    "--no-sandbox",
+    "--disable-gpu",
+    "--disable-background-networking",
+    "--disable-component-update",
+    "--disable-sync",
+    "--no-first-run",
+    "--disable-quic",
+    "--disable-dev-shm-usage",
+]
 # Bounded waits (seconds). The kernel's first import of torch dominates the run-all wait on a slow CPU.
 SERVER_START_S = 90
 PAGE_LOAD_S = 90
@@ -94,25 +103,39 @@ def _prepare(tmp_path: Path) -> tuple[Path, str]:
     from papermill.iorw import load_notebook_node
     from papermill.parameterize import parameterize_notebook
 
-    data = generate_synthetic_dataset(tmp_path / "data", seed=0, image_size=64, n_train=4, n_test_good=3,
-                                      n_test_per_defect=2, categories=["washer"])
+    data = generate_synthetic_dataset(
+        tmp_path / "data", seed=0, image_size=64, n_train=4, n_test_good=3, n_test_per_defect=2, categories=["washer"]
+    )
     served = tmp_path / "served"
     served.mkdir()
     notebook = load_notebook_node(str(NOTEBOOK))  # papermill's reader (it adds the cell tags it expects)
     # The committed notebook's kernelspec must be the plain python3 one, which the server's (venv) jupyter
     # provides; a missing kernelspec would open JupyterLab's kernel picker and stall the run.
     assert notebook.metadata["kernelspec"]["name"] == "python3"
-    notebook = parameterize_notebook(notebook, {
-        "smoke": True, "data_root": str(data), "categories": ["washer"], "device": "cpu",
-        "output_dir": str(tmp_path / "out"), "backbone": "mobilenet_v2", "weights": "imagenet"})
+    notebook = parameterize_notebook(
+        notebook,
+        {
+            "smoke": True,
+            "data_root": str(data),
+            "categories": ["washer"],
+            "device": "cpu",
+            "output_dir": str(tmp_path / "out"),
+            "backbone": "mobilenet_v2",
+            "weights": "imagenet",
+        },
+    )
     nbformat.write(notebook, served / NOTEBOOK.name)
     return served, NOTEBOOK.name
 
 
 def _server_env(tmp_path: Path) -> dict[str, str]:
     env = dict(os.environ)
-    for name, sub in (("JUPYTER_CONFIG_DIR", "config"), ("JUPYTER_RUNTIME_DIR", "runtime"),
-                      ("JUPYTER_DATA_DIR", "data_dir"), ("IPYTHONDIR", "ipython")):
+    for name, sub in (
+        ("JUPYTER_CONFIG_DIR", "config"),
+        ("JUPYTER_RUNTIME_DIR", "runtime"),
+        ("JUPYTER_DATA_DIR", "data_dir"),
+        ("IPYTHONDIR", "ipython"),
+    ):
         env[name] = str(tmp_path / "jupyter" / sub)  # no user config or state leaks in or out
     # The kernel (started by the server, cwd = the served folder) must import this checkout's fsad even
     # when the package is not installed into the venv.
@@ -138,13 +161,17 @@ def _lab_settings(tmp_path: Path) -> Path:
 def _errors_on_page(page) -> str:
     texts = page.eval_on_selector_all(
         ".jp-OutputArea-output[data-mime-type='application/vnd.jupyter.stderr'], .fsad-explorer .widget-html",
-        "els => els.map(e => e.innerText).join('\\n---\\n')")
+        "els => els.map(e => e.innerText).join('\\n---\\n')",
+    )
     return texts[-4000:]
 
 
 def test_explorer_in_jupyterlab(tmp_path: Path) -> None:
-    _require(CHROMIUM.is_file(), f"{CHROMIUM} is missing: install Debian's chromium (`.ci/install_browser.sh`, "
-                                 "i.e. apt-get install -y chromium); Playwright must not download a browser.")
+    _require(
+        CHROMIUM.is_file(),
+        f"{CHROMIUM} is missing: install Debian's chromium (`.ci/install_browser.sh`, "
+        "i.e. apt-get install -y chromium); Playwright must not download a browser.",
+    )
     try:
         from playwright.sync_api import sync_playwright
     except ImportError as error:
@@ -154,54 +181,78 @@ def test_explorer_in_jupyterlab(tmp_path: Path) -> None:
     port, token = _free_port(), secrets.token_hex(16)
     base = f"http://127.0.0.1:{port}"
     log = tmp_path / "jupyter.log"
-    command = [sys.executable, "-m", "jupyter", "lab", "--no-browser", f"--IdentityProvider.token={token}",
-               "--ServerApp.ip=127.0.0.1", f"--ServerApp.port={port}", "--ServerApp.port_retries=0",
-               f"--ServerApp.root_dir={served}", "--LabApp.expose_app_in_browser=True",
-               f"--LabApp.user_settings_dir={_lab_settings(tmp_path)}",
-               f"--LabApp.workspaces_dir={tmp_path / 'jupyter' / 'workspaces'}"]
+    command = [
+        sys.executable,
+        "-m",
+        "jupyter",
+        "lab",
+        "--no-browser",
+        f"--IdentityProvider.token={token}",
+        "--ServerApp.ip=127.0.0.1",
+        f"--ServerApp.port={port}",
+        "--ServerApp.port_retries=0",
+        f"--ServerApp.root_dir={served}",
+        "--LabApp.expose_app_in_browser=True",
+        f"--LabApp.user_settings_dir={_lab_settings(tmp_path)}",
+        f"--LabApp.workspaces_dir={tmp_path / 'jupyter' / 'workspaces'}",
+    ]
     if hasattr(os, "geteuid") and os.geteuid() == 0:
         command.append("--allow-root")  # CI containers run as root; the server refuses that otherwise
     SCREENSHOTS.mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     with log.open("w") as log_file:
-        server = subprocess.Popen(command, cwd=served, env=_server_env(tmp_path), stdout=log_file,
-                                  stderr=subprocess.STDOUT, start_new_session=True)
+        server = subprocess.Popen(
+            command,
+            cwd=served,
+            env=_server_env(tmp_path),
+            stdout=log_file,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
     try:
         _wait_for_server(server, f"{base}/api/status?token={token}", log, SERVER_START_S)
         with sync_playwright() as playwright:
-            browser = playwright.chromium.launch(executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS,
-                                                 timeout=60_000)
+            browser = playwright.chromium.launch(
+                executable_path=str(CHROMIUM), headless=True, args=CHROMIUM_ARGS, timeout=60_000
+            )
             try:
                 page = browser.new_page(viewport={"width": 1400, "height": 1100})
                 page.set_default_timeout(INTERACTION_S * 1000)
-                page.goto(f"{base}/lab/tree/{name}?token={token}", wait_until="domcontentloaded",
-                          timeout=PAGE_LOAD_S * 1000)
+                page.goto(
+                    f"{base}/lab/tree/{name}?token={token}", wait_until="domcontentloaded", timeout=PAGE_LOAD_S * 1000
+                )
                 # JupyterLab's own API (exposed by --LabApp.expose_app_in_browser): wait for the notebook
                 # panel and its kernel, then run every cell with the same command as Run > Run All Cells.
                 page.wait_for_function(
                     "() => { const w = window.jupyterapp && window.jupyterapp.shell.currentWidget;"
                     " return !!(w && w.sessionContext && w.content && w.content.widgets.length); }",
-                    timeout=PAGE_LOAD_S * 1000)
+                    timeout=PAGE_LOAD_S * 1000,
+                )
                 kernel = page.evaluate(
                     "async () => { const w = window.jupyterapp.shell.currentWidget;"
                     " await w.sessionContext.ready; const k = w.sessionContext.session.kernel;"
-                    " return k ? k.name : null; }")
+                    " return k ? k.name : null; }"
+                )
                 assert kernel == "python3", f"the notebook opened with kernel {kernel!r}, expected python3"
                 page.wait_for_function(
                     "() => window.jupyterapp.shell.currentWidget.sessionContext.session.kernel.status === 'idle'",
-                    timeout=KERNEL_READY_S * 1000)
+                    timeout=KERNEL_READY_S * 1000,
+                )
                 # Run every cell and wait for the whole run (bounded): the notebook's last cell sets k itself,
                 # so the slider is moved only after that, and the change seen is the browser's doing.
                 outcome = page.evaluate(
                     "ms => Promise.race([window.jupyterapp.commands.execute('notebook:run-all-cells')"
                     ".then(ok => ok ? 'done' : 'failed'), new Promise(r => setTimeout(() => r('timeout'), ms))])",
-                    RUN_ALL_S * 1000)
+                    RUN_ALL_S * 1000,
+                )
                 auroc = page.locator(".fsad-auroc")
                 if outcome != "done" or not auroc.count() or "image AUROC" not in auroc.inner_text():
                     page.screenshot(path=str(SCREENSHOTS / "widget_failure.png"))
-                    pytest.fail(f"running the notebook in JupyterLab ended with {outcome!r} (limit {RUN_ALL_S} s) "
-                                f"and no AUROC line; page errors:\n{_errors_on_page(page)}\n"
-                                f"server log:\n{log.read_text()[-2000:]}")
+                    pytest.fail(
+                        f"running the notebook in JupyterLab ended with {outcome!r} (limit {RUN_ALL_S} s) "
+                        f"and no AUROC line; page errors:\n{_errors_on_page(page)}\n"
+                        f"server log:\n{log.read_text()[-2000:]}"
+                    )
                 rendered_s = time.monotonic() - started
                 before = auroc.inner_text()
                 assert "k = 2" in before, before  # the notebook's last cell left k at its largest value
@@ -216,7 +267,9 @@ def test_explorer_in_jupyterlab(tmp_path: Path) -> None:
                 page.wait_for_function(
                     "before => { const e = document.querySelector('.fsad-auroc');"
                     " return e && e.innerText !== before && e.innerText.includes('image AUROC'); }",
-                    arg=before, timeout=INTERACTION_S * 1000)
+                    arg=before,
+                    timeout=INTERACTION_S * 1000,
+                )
                 after = auroc.inner_text()
                 assert "k = 1" in after and "22 support views" in after, after
                 assert page.locator(".fsad-k .widget-readout").inner_text().strip() == "1"
@@ -232,7 +285,10 @@ def test_explorer_in_jupyterlab(tmp_path: Path) -> None:
                 threshold.press("End")
                 page.wait_for_function(
                     "before => { const e = document.querySelector('.fsad-decision');"
-                    " return e && e.innerText !== before; }", arg=first, timeout=INTERACTION_S * 1000)
+                    " return e && e.innerText !== before; }",
+                    arg=first,
+                    timeout=INTERACTION_S * 1000,
+                )
                 assert "0 false alarms" in decision.inner_text() and "→ GOOD" in decision.inner_text()
                 page.locator(".fsad-viewer").scroll_into_view_if_needed()
                 page.screenshot(path=str(SCREENSHOTS / "widget_viewer.png"))

@@ -24,20 +24,35 @@ COMMANDS = list(_commands(cli.build_parser()))
 
 def test_every_command_is_listed() -> None:
     names = {" ".join(p) for p, _ in COMMANDS}
-    assert {"evaluate", "train", "ablation table5", "checkpoint convert", "batch", "report", "demo",
-            "notebooks"} <= names
+    assert {
+        "evaluate",
+        "train",
+        "ablation table5",
+        "checkpoint convert",
+        "batch",
+        "report",
+        "demo",
+        "notebooks",
+    } <= names
 
 
 @pytest.mark.parametrize("path,parser", COMMANDS, ids=[" ".join(p) for p, _ in COMMANDS])
 def test_command_has_description_example_and_documented_options(path, parser) -> None:
     assert parser.description and len(parser.description) > 20
     assert parser.epilog and parser.epilog.startswith("example:\n  python -m fsad " + " ".join(path))
-    undocumented = [a.dest for a in parser._actions
-                    if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help]
+    undocumented = [
+        a.dest
+        for a in parser._actions
+        if not isinstance(a, (argparse._HelpAction, argparse._SubParsersAction)) and not a.help
+    ]
     assert not undocumented, f"{' '.join(path)}: options without help: {undocumented}"
     text = parser.format_help()
     for action in parser._actions:
-        if action.option_strings and not any(action.default is v for v in (None, False, argparse.SUPPRESS)) and action.help:
+        if (
+            action.option_strings
+            and not any(action.default is v for v in (None, False, argparse.SUPPRESS))
+            and action.help
+        ):
             assert "(default:" in text.split(action.option_strings[-1], 1)[1], (path, action.dest)
 
 
@@ -54,14 +69,28 @@ def test_example_parses(path, parser) -> None:
 def test_backbone_auto_is_the_default_and_is_resolved(capsys: pytest.CaptureFixture) -> None:
     from fsad.weights import default_backbone
 
-    args = cli.build_parser().parse_args(["evaluate", "--data-root", "d", "--dataset", "mvtec", "--categories",
-                                          "bottle", "--out", "o.json"])
+    args = cli.build_parser().parse_args(
+        ["evaluate", "--data-root", "d", "--dataset", "mvtec", "--categories", "bottle", "--out", "o.json"]
+    )
     assert args.backbone == "auto"
     config = cli.evaluation_config(args)
     assert config.backbone == default_backbone() != "auto"
     assert f"backbone: auto -> {config.backbone}" in capsys.readouterr().out
-    explicit = cli.build_parser().parse_args(["evaluate", "--data-root", "d", "--dataset", "mvtec", "--categories",
-                                              "bottle", "--out", "o.json", "--backbone", "resnet18"])
+    explicit = cli.build_parser().parse_args(
+        [
+            "evaluate",
+            "--data-root",
+            "d",
+            "--dataset",
+            "mvtec",
+            "--categories",
+            "bottle",
+            "--out",
+            "o.json",
+            "--backbone",
+            "resnet18",
+        ]
+    )
     assert cli.evaluation_config(explicit).backbone == "resnet18"
 
 
@@ -70,6 +99,7 @@ def test_library_does_not_import_the_cli() -> None:
     from pathlib import Path
 
     root = Path(cli.__file__).parent
-    offenders = [p.name for p in root.rglob("*.py")
-                 if p.name not in ("cli.py", "__main__.py") and "fsad.cli" in p.read_text()]
+    offenders = [
+        p.name for p in root.rglob("*.py") if p.name not in ("cli.py", "__main__.py") and "fsad.cli" in p.read_text()
+    ]
     assert not offenders

@@ -1,4 +1,5 @@
 """fsad.costs: the variant timing shared by benchmarks/rcm_variants.py and notebook 07 (no timing asserted)."""
+
 from __future__ import annotations
 
 import pytest
@@ -28,8 +29,15 @@ def test_time_models_counts_parameters_and_ratios() -> None:
 
 
 def test_rcm_variant_costs_rows_are_labelled_by_backbone() -> None:
-    result = rcm_variant_costs({"R18": ("none", False), "R18+MAM": ("mam", False)}, backbone="mobilenet_v2",
-                               image_size=32, batch=1, reps=1, warmup=0, device="cpu")
+    result = rcm_variant_costs(
+        {"R18": ("none", False), "R18+MAM": ("mam", False)},
+        backbone="mobilenet_v2",
+        image_size=32,
+        batch=1,
+        reps=1,
+        warmup=0,
+        device="cpu",
+    )
     labels = [row["label"] for row in result["rows"]]
     assert labels == ["MNv2", "MNv2+MAM"] and result["config"]["backbone"] == "mobilenet_v2"
     assert 0 < result["rows"][1]["extra_params"] < 1000  # MAM on the 3-channel image: a few hundred parameters

@@ -19,8 +19,9 @@ def source(tmp_path: Path) -> Path:
     (folder / "grids").mkdir(parents=True)
     (folder / "grids" / "smoke.yaml").write_text("name: smoke\njobs:\n  - notebook: 00_a.ipynb\n")
     notebook = nbformat.v4.new_notebook()
-    question = nbformat.v4.new_code_cell("x = 1 + 1", execution_count=3,
-                                         outputs=[nbformat.v4.new_output("stream", text="2\n")])
+    question = nbformat.v4.new_code_cell(
+        "x = 1 + 1", execution_count=3, outputs=[nbformat.v4.new_output("stream", text="2\n")]
+    )
     solution = nbformat.v4.new_code_cell("print(x)", metadata={"tags": [SOLUTION_TAG]})
     notebook.cells = [nbformat.v4.new_markdown_cell("# Exercise"), question, solution]
     nbformat.write(notebook, folder / "00_a.ipynb")

@@ -1,4 +1,5 @@
 """Tests for data_tools.datasets: image/mask reading, the dataset class, and its errors."""
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -26,8 +27,15 @@ def _png(path: Path, array: np.ndarray) -> Path:
     return path
 
 
-def make_fake_category(root: Path, category: str = "bottle", size: int = 16, n_train: int = 3, n_good: int = 2,
-                       defects: dict[str, int] | None = None, masks: bool = True) -> Path:
+def make_fake_category(
+    root: Path,
+    category: str = "bottle",
+    size: int = 16,
+    n_train: int = 3,
+    n_good: int = 2,
+    defects: dict[str, int] | None = None,
+    masks: bool = True,
+) -> Path:
     """A tiny MVTec-layout category: grey images with a bright square defect and its mask."""
     defects = {"broken": 2, "crack": 1} if defects is None else defects
     cat = root / category

@@ -1,4 +1,5 @@
 """Tests for fsad.models.deform.ModulatedDeformConv2d (DCNv2 via torchvision.ops.deform_conv2d)."""
+
 from __future__ import annotations
 
 import math
@@ -61,7 +62,7 @@ def test_gradients_reach_offset_and_mask_predictor():
     assert grad is not None
     n_taps = 9
     assert grad[: 2 * n_taps].abs().sum() > 0, "no gradient reaches the offset channels"
-    assert grad[2 * n_taps:].abs().sum() > 0, "no gradient reaches the mask channels"
+    assert grad[2 * n_taps :].abs().sum() > 0, "no gradient reaches the mask channels"
     assert dcn.offset_mask.bias.grad.abs().sum() > 0
     assert dcn.weight.grad.abs().sum() > 0
 
@@ -69,8 +70,8 @@ def test_gradients_reach_offset_and_mask_predictor():
 def _set_offset_bias(dcn: ModulatedDeformConv2d, dy: float, dx: float) -> None:
     n_taps = dcn.kernel_size[0] * dcn.kernel_size[1]
     with torch.no_grad():
-        dcn.offset_mask.bias[0: 2 * n_taps: 2] = dy
-        dcn.offset_mask.bias[1: 2 * n_taps: 2] = dx
+        dcn.offset_mask.bias[0 : 2 * n_taps : 2] = dy
+        dcn.offset_mask.bias[1 : 2 * n_taps : 2] = dx
 
 
 def test_offset_shifts_sampling():

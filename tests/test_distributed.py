@@ -7,6 +7,7 @@ the node address 127.0.0.1, no dashboard, usage statistics and token authenticat
 namespace can reach it). Without the rights for a namespace (or without Ray) these tests skip saying why;
 ``FSAD_REQUIRE_RAY=1`` (set by ``.ci/run``) makes them fail instead.
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -98,8 +99,10 @@ def _unavailable() -> str | None:
         return "unshare or ip (util-linux, iproute2) not found: cannot isolate Ray on loopback"
     probe = subprocess.run(["unshare", "-n", "sh", "-c", "ip link set lo up"], capture_output=True, text=True)
     if probe.returncode != 0:
-        return (f"no private network namespace (unshare -n: {probe.stderr.strip() or probe.returncode}); Ray tests "
-                "run only isolated on loopback, which needs root or CAP_SYS_ADMIN")
+        return (
+            f"no private network namespace (unshare -n: {probe.stderr.strip() or probe.returncode}); Ray tests "
+            "run only isolated on loopback, which needs root or CAP_SYS_ADMIN"
+        )
     return None
 
 
@@ -115,14 +118,18 @@ def isolated():
     def run(body: str, tmp_path: Path, timeout: float = 900) -> dict:
         script = tmp_path / "body.py"
         script.write_text(PRELUDE + textwrap.dedent(body))
-        env = {**os.environ, **RAY_ENV,
-               "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p)}
+        env = {
+            **os.environ,
+            **RAY_ENV,
+            "PYTHONPATH": os.pathsep.join(p for p in (str(REPO_ROOT), os.environ.get("PYTHONPATH")) if p),
+        }
         command = ["unshare", "-n", "sh", "-c", 'ip link set lo up && exec "$0" "$1"', sys.executable, str(script)]
         proc = subprocess.run(command, env=env, capture_output=True, text=True, timeout=timeout, cwd=tmp_path)
         lines = [line for line in proc.stdout.splitlines() if line.startswith("RESULT ")]
-        assert proc.returncode == 0 and lines, f"isolated body failed ({proc.returncode}):\n" \
-                                               f"{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
-        return json.loads(lines[-1][len("RESULT "):])
+        assert proc.returncode == 0 and lines, (
+            f"isolated body failed ({proc.returncode}):\n{proc.stdout[-4000:]}\n{proc.stderr[-6000:]}"
+        )
+        return json.loads(lines[-1][len("RESULT ") :])
 
     return run
 
@@ -137,7 +144,8 @@ def _numbers(csv_text: str) -> list[list[str]]:
 # --------------------------------------------------------------------------- batch grids
 @pytest.mark.slow
 def test_grid_on_local_ray_equals_the_local_executor_and_resumes_across_executors(isolated, tmp_path):
-    out = isolated('''
+    out = isolated(
+        """
         import ray
         from fsad.runner import run_batch
         grid = write_grid("work", ks=[2, 3, 4, 5])
@@ -155,7 +163,9 @@ def test_grid_on_local_ray_equals_the_local_executor_and_resumes_across_executor
                 "local_dirs": [s["executed"].split("runs_local/")[1] for s in local],
                 "resumed_skipped": [s["skipped"] for s in resumed], "pids": pids,
                 "executor": executor})
-    ''', tmp_path)
+    """,
+        tmp_path,
+    )
     assert out["local"] == out["ray"] == ["done"] * 4
     assert out["executor"] == "ray" and out["ray_dirs"] == out["local_dirs"]
     rows = _numbers(out["ray_csv"])
@@ -167,7 +177,8 @@ def test_grid_on_local_ray_equals_the_local_executor_and_resumes_across_executor
 
 @pytest.mark.slow
 def test_a_dead_worker_is_retried_then_recorded_failed_with_the_reason(isolated, tmp_path):
-    out = isolated('''
+    out = isolated(
+        """
         import ray
         from fsad.runner import read_status, expand_jobs, load_grid, run_batch
         ray.init(num_cpus=2, **LOOPBACK)
@@ -181,7 +192,9 @@ def test_a_dead_worker_is_retried_then_recorded_failed_with_the_reason(isolated,
                 "lost": lost[0]["status"], "reason": lost[0].get("error", ""),
                 "committed": read_status(expand_jobs(load_grid(always), Path("runs") / "always")[0])["status"],
                 "leftovers": [str(p) for p in Path("runs").rglob(".*")]})
-    ''', tmp_path)
+    """,
+        tmp_path,
+    )
     assert out["markers"] == ["k2", "k3"]  # each cell's first attempt killed its worker
     assert out["healed"] == ["done", "done"] and out["rows"] == 1 + 2 * 3
     assert out["lost"] == "failed" and out["committed"] == "failed"
@@ -192,7 +205,8 @@ def test_a_dead_worker_is_retried_then_recorded_failed_with_the_reason(isolated,
 @pytest.mark.slow
 def test_killing_a_worker_node_mid_run_loses_and_duplicates_nothing(isolated, tmp_path):
     """A head (1 CPU) and a worker node (2 CPUs) as separate processes; SIGKILL the worker node mid-run."""
-    out = isolated('''
+    out = isolated(
+        """
         import signal, subprocess
         import ray
         from fsad.runner import run_batch
@@ -255,7 +269,10 @@ def test_killing_a_worker_node_mid_run_loses_and_duplicates_nothing(isolated, tm
                         os.killpg(node.pid, signal.SIGKILL)
                     except ProcessLookupError:
                         pass
-    ''', tmp_path, timeout=1500)
+    """,
+        tmp_path,
+        timeout=1500,
+    )
     assert out["killed"].get("running_on_worker", 0) >= 1, "the worker node was never running a cell when killed"
     assert out["alive_after"] == 1  # the run finished on the head alone
     assert out["statuses"] == ["done"] * 4
@@ -268,16 +285,36 @@ def test_killing_a_worker_node_mid_run_loses_and_duplicates_nothing(isolated, tm
 def _synthetic(root: Path) -> Path:
     from data_tools.synthetic import generate_synthetic_dataset
 
-    return generate_synthetic_dataset(root, seed=0, image_size=64, n_train=6, n_test_good=2, n_test_per_defect=1,
-                                      categories=["weave", "washer", "bracket"])
+    return generate_synthetic_dataset(
+        root,
+        seed=0,
+        image_size=64,
+        n_train=6,
+        n_test_good=2,
+        n_test_per_defect=1,
+        categories=["weave", "washer", "bracket"],
+    )
 
 
 def _tiny(root: Path, out: Path):
     from fsad.reproduce import ReproduceConfig
 
-    return ReproduceConfig(data_root=str(root), dataset="synthetic", out=str(out), epochs=2, batch_size=2,
-                           max_steps_per_epoch=2, lr=0.05, ks=[1, 2], runs=2, backbone="resnet18", weights="random",
-                           image_size=64, device="cpu", threads=1)
+    return ReproduceConfig(
+        data_root=str(root),
+        dataset="synthetic",
+        out=str(out),
+        epochs=2,
+        batch_size=2,
+        max_steps_per_epoch=2,
+        lr=0.05,
+        ks=[1, 2],
+        runs=2,
+        backbone="resnet18",
+        weights="random",
+        image_size=64,
+        device="cpu",
+        threads=1,
+    )
 
 
 def test_reproduce_dry_run_plan_counts_tasks_and_dependencies(tmp_path, capsys):
@@ -302,12 +339,35 @@ def test_reproduce_dry_run_plan_counts_tasks_and_dependencies(tmp_path, capsys):
     assert plan["measured"]["train_step_s"] > 0 and plan["total_seconds"] > 0
     assert "3 training tasks, 3 evaluation tasks, 1 report" in format_plan(plan)
     assert not (tmp_path / "out").exists()  # a dry run writes nothing
-    assert main(["reproduce", "--dataset", "synthetic", "--data-root", str(root), "--out", str(tmp_path / "o2"),
-                 "--weights", "random", "--image-size", "64", "--epochs", "1", "--batch-size", "2", "--device", "cpu",
-                 "--dry-run"]) == 0
+    assert (
+        main(
+            [
+                "reproduce",
+                "--dataset",
+                "synthetic",
+                "--data-root",
+                str(root),
+                "--out",
+                str(tmp_path / "o2"),
+                "--weights",
+                "random",
+                "--image-size",
+                "64",
+                "--epochs",
+                "1",
+                "--batch-size",
+                "2",
+                "--device",
+                "cpu",
+                "--dry-run",
+            ]
+        )
+        == 0
+    )
     assert "3 training tasks" in capsys.readouterr().out
-    assert main(["reproduce", "--dataset", "synthetic", "--data-root", str(root), "--address", "auto",
-                 "--dry-run"]) == 2
+    assert (
+        main(["reproduce", "--dataset", "synthetic", "--data-root", str(root), "--address", "auto", "--dry-run"]) == 2
+    )
     assert "--address needs --executor ray" in capsys.readouterr().err
 
 
@@ -331,7 +391,8 @@ def test_reproduce_resumes_by_task(tmp_path):
 @pytest.mark.slow
 def test_reproduce_on_ray_gives_the_same_metrics_as_local(isolated, tmp_path):
     root = _synthetic(tmp_path / "syn")
-    out = isolated(f'''
+    out = isolated(
+        f"""
         import ray
         from fsad.ray_executor import RayOptions
         from fsad.reproduce import ReproduceConfig, reproduce
@@ -351,7 +412,9 @@ def test_reproduce_on_ray_gives_the_same_metrics_as_local(isolated, tmp_path):
         result({{"local": frames[0], "ray": frames[1],
                  "statuses": [[s["status"] for s in r["statuses"].values()] for r in (local, distributed)],
                  "tables": [Path(name, "tables", "image_auroc.csv").read_text() for name in ("local", "ray")]}})
-    ''', tmp_path)
+    """,
+        tmp_path,
+    )
     assert out["statuses"] == [["done"] * 6, ["done"] * 6]
     assert len(out["local"]) == 3 * 2 * 2
     assert out["local"] == out["ray"]  # exact, every metric of every cell

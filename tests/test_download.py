@@ -1,4 +1,5 @@
 """Tests for data_tools.download against a local HTTP server on 127.0.0.1 (no external network)."""
+
 from __future__ import annotations
 
 import argparse
@@ -26,7 +27,7 @@ ARCHIVE_PATH = "/mvtec_anomaly_detection.tar.xz"
 class ServerState:
     payload: bytes = b""
     requests: list[dict] = field(default_factory=list)
-    cut_first_after: int | None = None   # first response: announce everything, send this many bytes, hang up
+    cut_first_after: int | None = None  # first response: announce everything, send this many bytes, hang up
     ignore_range: bool = False
 
 
@@ -109,7 +110,7 @@ def _mvtec_like_archive(extra_members: dict[str, bytes] | None = None) -> bytes:
             members[f"bottle/{split}/{i:03d}.png"] = _png_bytes(rng.integers(0, 256, (32, 32, 3), dtype=np.uint8))
     for i in range(2):
         mask = np.zeros((32, 32), np.uint8)
-        mask[8:16, 8 + i:20] = 255
+        mask[8:16, 8 + i : 20] = 255
         members[f"bottle/ground_truth/broken/{i:03d}_mask.png"] = _png_bytes(mask)
     members.update(extra_members or {})
     buf = io.BytesIO()
@@ -272,11 +273,26 @@ def test_cli(server, archive, tmp_path, capsys):
     parser = argparse.ArgumentParser()
     dl.register_cli(parser.add_subparsers(dest="command"))
     to = tmp_path / "cli"
-    args = parser.parse_args(["download", "--dataset", "mvtec", "--to", str(to), "--url", base + ARCHIVE_PATH,
-                              "--sha256", hashlib.sha256(archive).hexdigest(), "--timeout", "5"])
+    args = parser.parse_args(
+        [
+            "download",
+            "--dataset",
+            "mvtec",
+            "--to",
+            str(to),
+            "--url",
+            base + ARCHIVE_PATH,
+            "--sha256",
+            hashlib.sha256(archive).hexdigest(),
+            "--timeout",
+            "5",
+        ]
+    )
     assert args.func(args) == 0 and (to / "bottle").is_dir()
     bad = parser.parse_args(["download", "--dataset", "mvtec", "--to", str(tmp_path / "x"), "--sha256", "xyz"])
     assert bad.func(bad) == 2 and "64 hex digits" in capsys.readouterr().err
-    mpdd = parser.parse_args(["download", "--dataset", "mpdd", "--to", str(tmp_path / "m"), "--url", base + ARCHIVE_PATH])
+    mpdd = parser.parse_args(
+        ["download", "--dataset", "mpdd", "--to", str(tmp_path / "m"), "--url", base + ARCHIVE_PATH]
+    )
     assert mpdd.func(mpdd) == 2 and "no published checksum" in capsys.readouterr().err
     assert dl.MVTEC_URL.endswith(dl.MVTEC_ARCHIVE_NAME) and re.fullmatch(r"[0-9a-f]{64}", dl.MVTEC_SHA256)

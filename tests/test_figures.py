@@ -1,4 +1,5 @@
 """fsad.figures on small hand-made results: paper columns come from fsad.paper, ours is the mean of the cells."""
+
 from __future__ import annotations
 
 import csv
@@ -16,23 +17,48 @@ from fsad.results import RESULTS_FORMAT  # noqa: E402
 
 
 def _cell(method: str, category: str, k: int, run: int, image: float, pixel: float | None = 0.9) -> dict:
-    return {"method": method, "category": category, "k": k, "run": run, "image_auroc": image,
-            "pixel_auroc": pixel, "aupro": None if pixel is None else pixel - 0.2, "f1_max": 0.5}
+    return {
+        "method": method,
+        "category": category,
+        "k": k,
+        "run": run,
+        "image_auroc": image,
+        "pixel_auroc": pixel,
+        "aupro": None if pixel is None else pixel - 0.2,
+        "f1_max": 0.5,
+    }
 
 
-def _results_file(path: Path, cells: list[dict], dataset: str = "mvtec", augment: bool = True,
-                  checkpoint: str | None = None, backbone: str = "resnet18") -> Path:
-    document = {"format": RESULTS_FORMAT, "config": {"dataset": dataset, "backbone": backbone, "checkpoint": checkpoint,
-                                                     "augment_families": ["flip"] if augment else []},
-                "cells": cells}
+def _results_file(
+    path: Path,
+    cells: list[dict],
+    dataset: str = "mvtec",
+    augment: bool = True,
+    checkpoint: str | None = None,
+    backbone: str = "resnet18",
+) -> Path:
+    document = {
+        "format": RESULTS_FORMAT,
+        "config": {
+            "dataset": dataset,
+            "backbone": backbone,
+            "checkpoint": checkpoint,
+            "augment_families": ["flip"] if augment else [],
+        },
+        "cells": cells,
+    }
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_text(json.dumps(document))
     return path
 
 
-CELLS = [_cell("regad", "bottle", 2, 0, 0.98), _cell("regad", "bottle", 2, 1, 1.0),
-         _cell("regad", "screw", 2, 0, 0.50), _cell("regad", "screw", 2, 1, 0.60),
-         _cell("regad", "bottle", 4, 0, 0.97)]
+CELLS = [
+    _cell("regad", "bottle", 2, 0, 0.98),
+    _cell("regad", "bottle", 2, 1, 1.0),
+    _cell("regad", "screw", 2, 0, 0.50),
+    _cell("regad", "screw", 2, 1, 0.60),
+    _cell("regad", "bottle", 4, 0, 0.97),
+]
 
 
 def test_per_category_rows_match_paper_and_cell_means() -> None:
@@ -40,18 +66,23 @@ def test_per_category_rows_match_paper_and_cell_means() -> None:
     by_key = {(r["category"], r["k"]): r for r in rows}
     bottle2, screw2 = by_key[("bottle", 2)], by_key[("screw", 2)]
     assert bottle2["ours"] == pytest.approx(99.0) and bottle2["runs"] == 2
-    assert bottle2["ours_std"] == pytest.approx(1.0)          # population std of 98 and 100
+    assert bottle2["ours_std"] == pytest.approx(1.0)  # population std of 98 and 100
     assert bottle2["paper"] == paper.PAPER_TABLE1_REGAD["bottle"][2] == 99.4
     assert bottle2["delta"] == pytest.approx(99.0 - 99.4)
     assert screw2["ours"] == pytest.approx(55.0) and screw2["paper"] == 52.5
     macro2 = by_key[("macro_average", 2)]
     assert macro2["ours"] == pytest.approx((99.0 + 55.0) / 2)
-    assert macro2["paper"] == pytest.approx((99.4 + 52.5) / 2)   # the paper over the same categories
+    assert macro2["paper"] == pytest.approx((99.4 + 52.5) / 2)  # the paper over the same categories
     assert macro2["paper_all"] == paper.PAPER_TABLE1_REGAD_AVERAGE[2] == 85.7
     assert by_key[("macro_average", 4)]["paper"] == 99.4 and by_key[("macro_average", 4)]["paper_all"] == 88.2
     # order: per k, categories then the macro row
-    assert [(r["category"], r["k"]) for r in rows] == [("bottle", 2), ("screw", 2), ("macro_average", 2),
-                                                         ("bottle", 4), ("macro_average", 4)]
+    assert [(r["category"], r["k"]) for r in rows] == [
+        ("bottle", 2),
+        ("screw", 2),
+        ("macro_average", 2),
+        ("bottle", 4),
+        ("macro_average", 4),
+    ]
 
 
 def test_pixel_table_has_no_per_category_paper_but_macro_reference() -> None:
@@ -83,14 +114,17 @@ def test_load_cells_labels_and_skips_ablation_cells(tmp_path: Path) -> None:
     _results_file(tmp_path / "eval" / "trained.json", [_cell("regad", "bottle", 2, 0, 0.95)], checkpoint="x/last.pt")
     _results_file(tmp_path / "eval" / "pc.json", [_cell("patchcore", "bottle", 2, 0, 0.7)], augment=False)
     (tmp_path / "abl" / "checkpoints").mkdir(parents=True)
-    _results_file(tmp_path / "abl" / "cells" / "no_stn__aug" / "bottle.json", [_cell("regad", "bottle", 2, 0, 0.1)],
-                  checkpoint="c.pt")
-    (tmp_path / "eval" / "context.json").write_text("{}")   # other JSON in a folder is ignored
+    _results_file(
+        tmp_path / "abl" / "cells" / "no_stn__aug" / "bottle.json",
+        [_cell("regad", "bottle", 2, 0, 0.1)],
+        checkpoint="c.pt",
+    )
+    (tmp_path / "eval" / "context.json").write_text("{}")  # other JSON in a folder is ignored
     cells = figures.load_cells(tmp_path)
     assert len(cells) == 4
     labels = {c["method"]: c["image_auroc"] for c in cells}
     assert labels == {"regad": 0.9, "regad_noaug": 0.8, "regad_trained": 0.95, "patchcore": 0.7}
-    _results_file(tmp_path / "copy" / "a.json", [_cell("regad", "bottle", 2, 0, 0.9)])   # a duplicate of eval/a.json
+    _results_file(tmp_path / "copy" / "a.json", [_cell("regad", "bottle", 2, 0, 0.9)])  # a duplicate of eval/a.json
     assert len(figures.load_cells(tmp_path)) == 4
     assert len(figures.load_cells(tmp_path, include_ablation_cells=True)) == 5
     assert figures.load_cells(tmp_path, dataset="mpdd") == []
@@ -120,18 +154,28 @@ def _ablation_document(table: str, rows: list[dict], dataset: str = "mvtec") -> 
 
 
 def test_ablation_tables_use_paper_constants(tmp_path: Path) -> None:
-    t5 = _ablation_document("table5", [{"row": "A+F+S", "k": 4, "image_auroc": 0.8, "pixel_auroc": 0.9,
-                                        "n_categories": 2},
-                                       {"row": "none", "k": 16, "image_auroc": 0.5, "pixel_auroc": None}], "mpdd")
+    t5 = _ablation_document(
+        "table5",
+        [
+            {"row": "A+F+S", "k": 4, "image_auroc": 0.8, "pixel_auroc": 0.9, "n_categories": 2},
+            {"row": "none", "k": 16, "image_auroc": 0.5, "pixel_auroc": None},
+        ],
+        "mpdd",
+    )
     rows = figures.ablation_table(t5)
     assert rows[0]["ours_image"] == pytest.approx(80.0) and rows[0]["paper_image"] == 68.8
     assert rows[0]["paper_pixel"] == paper.PAPER_TABLE5["mpdd"]["pixel"]["A+F+S"][1] == 93.9
-    assert rows[1]["paper_image"] is None and rows[1]["ours_pixel"] is None   # k = 16 is not in Table 5
+    assert rows[1]["paper_image"] is None and rows[1]["ours_pixel"] is None  # k = 16 is not in Table 5
     t6 = _ablation_document("table6", [{"row": "affine", "label": "affine", "k": 2, "image_auroc": 0.6}], "synthetic")
     assert figures.ablation_table(t6)[0]["paper_image"] is None
     assert figures.ablation_table(t6, paper_dataset="mpdd")[0]["paper_image"] == 63.4
-    t7 = _ablation_document("table7", [{"row": "R18", "k": 2, "image_auroc": 0.7, "pixel_auroc": 0.8},
-                                       {"row": "R18+MAM", "k": 2, "image_auroc": 0.75, "pixel_auroc": 0.85}])
+    t7 = _ablation_document(
+        "table7",
+        [
+            {"row": "R18", "k": 2, "image_auroc": 0.7, "pixel_auroc": 0.8},
+            {"row": "R18+MAM", "k": 2, "image_auroc": 0.75, "pixel_auroc": 0.85},
+        ],
+    )
     r18, mam = figures.ablation_table(t7)
     assert r18["paper_image"] is None and r18["regad_reference_image"] == 85.7 and r18["regad_reference_pixel"] == 94.6
     assert mam["regad_reference_image"] is None and mam["ours_image"] == pytest.approx(75.0)
@@ -141,7 +185,7 @@ def test_ablation_tables_use_paper_constants(tmp_path: Path) -> None:
     with pytest.raises(FileNotFoundError, match="table5.json"):
         figures.load_ablation(tmp_path, "table5")
     fig = figures.ablation_figure(figures.ablation_table(t7), "t7")
-    assert len(fig.axes) == 2   # image and pixel rows, one k
+    assert len(fig.axes) == 2  # image and pixel rows, one k
 
 
 def test_select_examples() -> None:
@@ -165,11 +209,15 @@ def test_paper_constants_are_consistent() -> None:
         expected = paper.PAPER_TABLE4_REGAD[4]["mpdd"]["image"] if k == 4 else average
         assert abs(mean - expected) <= 0.05 + 1e-9
     assert paper.PAPER_TABLE3["RegAD"]["mvtec"] == paper.PAPER_TABLE1_REGAD_AVERAGE
-    assert paper.PAPER_TABLE3["RegAD-L"]["mvtec"] == dict(zip(paper.PAPER_KS, paper.PAPER_TABLE5["mvtec"]["image"]["A"]))
+    assert paper.PAPER_TABLE3["RegAD-L"]["mvtec"] == dict(
+        zip(paper.PAPER_KS, paper.PAPER_TABLE5["mvtec"]["image"]["A"])
+    )
     from data_tools.constants import MPDD_CATEGORIES, MVTEC_CATEGORIES
+
     assert sorted(paper.PAPER_TABLE1_REGAD) == sorted(MVTEC_CATEGORIES)
     assert sorted(paper.PAPER_TABLE2_REGAD) == sorted(MPDD_CATEGORIES)
     from fsad.models.stn import STN_MODES
+
     assert set(paper.PAPER_TABLE6["mvtec"]) == set(STN_MODES) | {"no_stn"}
     assert paper.regad_image_auroc("mvtec", "average", 16) == 92.7 and paper.regad_pixel_auroc("mpdd", 16) == 96.3
     assert all(v is None for row in paper.RCM_TABLE7.values() for m in row.values() for v in m.values())
@@ -180,9 +228,21 @@ def test_paper_constants_are_consistent() -> None:
 def test_markdown_report_puts_methods_side_by_side_with_the_paper():
     from fsad.figures import markdown_report
 
-    cells = [{"dataset": "mvtec", "backbone": "resnet18", "method": m, "category": "bottle", "k": 2, "run": r,
-              "image_auroc": v, "pixel_auroc": 0.9, "aupro": None}
-             for m, values in (("regad", (0.9, 1.0)), ("patchcore", (0.8, 0.8))) for r, v in enumerate(values)]
+    cells = [
+        {
+            "dataset": "mvtec",
+            "backbone": "resnet18",
+            "method": m,
+            "category": "bottle",
+            "k": 2,
+            "run": r,
+            "image_auroc": v,
+            "pixel_auroc": 0.9,
+            "aupro": None,
+        }
+        for m, values in (("regad", (0.9, 1.0)), ("patchcore", (0.8, 0.8)))
+        for r, v in enumerate(values)
+    ]
     text = markdown_report(cells)
     assert "| category | k | runs | regad | patchcore | paper RegAD (image) |" in text
     assert "| bottle | 2 | 2 | 95.0 / 90.0 / — | 80.0 / 90.0 / — | 99.4 |" in text
@@ -192,8 +252,15 @@ def test_markdown_report_puts_methods_side_by_side_with_the_paper():
 def test_method_config_columns_set_method_augmentation_checkpoint_and_out(tmp_path: Path) -> None:
     from fsad.evaluate import EvaluationConfig
 
-    base = EvaluationConfig(data_root="root", dataset="mvtec", categories=["bottle", "screw"], ks=[2], runs=1,
-                            out=str(tmp_path / "base.json"), augment_families=["flip", "rot90"])
+    base = EvaluationConfig(
+        data_root="root",
+        dataset="mvtec",
+        categories=["bottle", "screw"],
+        ks=[2],
+        runs=1,
+        out=str(tmp_path / "base.json"),
+        augment_families=["flip", "rot90"],
+    )
     regad = figures.method_config(base, "regad", "bottle", tmp_path)
     assert (regad.method, regad.augment_families, regad.checkpoint) == ("regad", ["flip", "rot90"], None)
     assert regad.categories == ["bottle"] and regad.out == str(tmp_path / "regad" / "bottle.json")
@@ -210,6 +277,7 @@ def test_method_config_columns_set_method_augmentation_checkpoint_and_out(tmp_pa
     with pytest.raises(ValueError, match="choose from regad, padim, patchcore, patchcore_aug"):
         figures.method_config(base, "patchcore-aug", "bottle", tmp_path)
     from dataclasses import replace
+
     with pytest.raises(ValueError, match="needs augmentation families"):
         figures.method_config(replace(base, augment_families=[]), "patchcore_aug", "bottle", tmp_path)
     with pytest.raises(FileNotFoundError, match=r"bottle.*--target bottle"):
@@ -219,4 +287,6 @@ def test_method_config_columns_set_method_augmentation_checkpoint_and_out(tmp_pa
     trained = figures.method_config(base, "regad", "bottle", tmp_path, checkpoint_dir=tmp_path / "ckpts")
     assert trained.checkpoint == str(tmp_path / "ckpts" / "bottle" / "last.pt")
     # only RegAD takes the checkpoint
-    assert figures.method_config(base, "padim", "bottle", tmp_path, checkpoint_dir=tmp_path / "ckpts").checkpoint is None
+    assert (
+        figures.method_config(base, "padim", "bottle", tmp_path, checkpoint_dir=tmp_path / "ckpts").checkpoint is None
+    )

@@ -1,4 +1,5 @@
 """Per-position Gaussian: both exact forms against a plain NumPy reference (the authors' recipe)."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -96,7 +97,7 @@ def test_single_support_uses_eps_identity():
     test = _features(2, 8, 2, 2, seed=12)
     g = PositionalGaussian().fit(support)
     assert g.method_ == "lowrank"
-    expected = (test - support).pow(2).sum(1).sqrt() / GAUSSIAN_EPS ** 0.5
+    expected = (test - support).pow(2).sum(1).sqrt() / GAUSSIAN_EPS**0.5
     torch.testing.assert_close(g.mahalanobis(test), expected, rtol=1e-5, atol=0)
     assert torch.all(g.mahalanobis(support) == 0)
 
@@ -162,8 +163,9 @@ def test_memory_layout_and_threads_do_not_change_the_numbers(n, monkeypatch):
     for name in ("mean", "chol", "factor_a"):
         if getattr(ref, name) is not None:
             torch.testing.assert_close(getattr(got, name), getattr(ref, name), rtol=0, atol=0)
-    torch.testing.assert_close(got.mahalanobis(test.contiguous(memory_format=torch.channels_last), chunk_size=7),
-                               d_ref, rtol=0, atol=0)
+    torch.testing.assert_close(
+        got.mahalanobis(test.contiguous(memory_format=torch.channels_last), chunk_size=7), d_ref, rtol=0, atol=0
+    )
     # torch's own thread count instead of one thread: same numbers up to BLAS summation order.
     monkeypatch.setattr(gaussian, "CPU_LINALG_THREADS", None)
     threaded = PositionalGaussian().fit(support, chunk_size=7).mahalanobis(test, chunk_size=7)
@@ -234,7 +236,7 @@ def test_float64_fallback_for_positions_whose_float32_cholesky_fails(monkeypatch
 
     monkeypatch.setattr(gaussian.torch.linalg, "cholesky_ex", failing)
     got = PositionalGaussian().fit(support).mahalanobis(test)
-    assert sum(failed_batches) == 3                       # half of the 6 positions went through the fallback
+    assert sum(failed_batches) == 3  # half of the 6 positions went through the fallback
     torch.testing.assert_close(got, expected, rtol=1e-5, atol=0)
     np.testing.assert_allclose(got.double().numpy(), _numpy_reference(support, test), rtol=1e-4)
 
@@ -244,7 +246,7 @@ def test_scoring_is_float32_throughout_and_old_float64_states_still_score():
     g = PositionalGaussian().fit(support)
     assert g.chol.dtype == torch.float32 and g.factor_a.dtype == torch.float32
     state = g.state_dict()
-    state["chol"] = state["chol"].double()                # a state saved when the factor was float64
+    state["chol"] = state["chol"].double()  # a state saved when the factor was float64
     old = PositionalGaussian().load_state_dict(state)
     torch.testing.assert_close(old.mahalanobis(support), g.mahalanobis(support), rtol=1e-6, atol=1e-6)
     assert old.mahalanobis(support).dtype == torch.float32

@@ -5,6 +5,7 @@ ResNet-18 random; k = 1, 2, 8 (22 augmented views each, so both the low-rank and
 test images include one equal to a support, where the residual is smallest. The embedding and the
 reference live in benchmarks/exactness.py (which prints the same table).
 """
+
 from __future__ import annotations
 
 import importlib.util
@@ -23,12 +24,16 @@ _spec.loader.exec_module(exactness)
 pytestmark = [pytest.mark.real_data, pytest.mark.slow]
 
 
-@pytest.fixture(scope="module", params=[(root, cat, bb) for root, cat in exactness.CASES
-                                        for bb in exactness.BACKBONE_WEIGHTS], ids=lambda p: f"{p[1]}-{p[2]}")
+@pytest.fixture(
+    scope="module",
+    params=[(root, cat, bb) for root, cat in exactness.CASES for bb in exactness.BACKBONE_WEIGHTS],
+    ids=lambda p: f"{p[1]}-{p[2]}",
+)
 def features(request, shared_data_root):
     root, category, backbone = request.param
-    sup, tst, views = exactness.real_features(shared_data_root / root, category, backbone,
-                                              exactness.BACKBONE_WEIGHTS[backbone], stride=8)
+    sup, tst, views = exactness.real_features(
+        shared_data_root / root, category, backbone, exactness.BACKBONE_WEIGHTS[backbone], stride=8
+    )
     return backbone, sup, tst, views
 
 

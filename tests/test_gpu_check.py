@@ -1,4 +1,5 @@
 """benchmarks/gpu_check.py plans every step and runs the fast ones on the CPU (--device cpu --dry-run)."""
+
 from __future__ import annotations
 
 import importlib.util
@@ -12,21 +13,33 @@ gpu_check = importlib.util.module_from_spec(_spec)
 sys.modules[_spec.name] = gpu_check
 _spec.loader.exec_module(gpu_check)
 
-STEPS = ["environment", "exactness", "train epoch (AMP off)", "train epoch (AMP on)", "adaptation.py",
-         "inference.py", "smoke batch"]
+STEPS = [
+    "environment",
+    "exactness",
+    "train epoch (AMP off)",
+    "train epoch (AMP on)",
+    "adaptation.py",
+    "inference.py",
+    "smoke batch",
+]
 
 
 def test_dry_run_on_cpu_plans_every_step_and_runs_the_fast_ones(tmp_path, capsys):
     out = tmp_path / "gpu.md"
     assert gpu_check.main(["--device", "cpu", "--dry-run", "--out", str(out)]) == 0
     text = out.read_text()
-    rows = {line.split(" | ")[0].lstrip("| "): line for line in text.splitlines()
-            if line.startswith("| ") and not line.startswith("| step") and " | " in line
-            and line.split(" | ")[0].lstrip("| ") in STEPS}
-    assert list(rows) == STEPS                                    # every step, in order, one table
+    rows = {
+        line.split(" | ")[0].lstrip("| "): line
+        for line in text.splitlines()
+        if line.startswith("| ")
+        and not line.startswith("| step")
+        and " | " in line
+        and line.split(" | ")[0].lstrip("| ") in STEPS
+    }
+    assert list(rows) == STEPS  # every step, in order, one table
     for name in STEPS[:-1]:
-        assert " | ok | " in rows[name], rows[name]               # the fast ones ran
-    assert " | planned (dry run) | " in rows["smoke batch"]       # the slow one is only planned
+        assert " | ok | " in rows[name], rows[name]  # the fast ones ran
+    assert " | planned (dry run) | " in rows["smoke batch"]  # the slow one is only planned
     assert "python -m fsad demo --device cpu" in rows["smoke batch"]
     assert "cuDNN" in rows["environment"] and "goal <= 1e-04: met" in rows["exactness"]
     assert "--device cpu" in rows["adaptation.py"] and "## inference.py" in text and "ratio cpu" in text

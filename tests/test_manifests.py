@@ -1,4 +1,5 @@
 """Tests for data_tools.manifests: seeded support sets, counts == root, committed file, errors."""
+
 from __future__ import annotations
 
 import json
@@ -77,7 +78,7 @@ def test_draw_properties() -> None:
             for files in sets:
                 assert len(files) == int(key) == len(set(files))  # without replacement
                 assert files == sorted(files)
-                assert all(0 <= int(f[len("train/good/"):-4]) < entry["n_train_good"] for f in files)
+                assert all(0 <= int(f[len("train/good/") : -4]) < entry["n_train_good"] for f in files)
             assert len({tuple(s) for s in sets}) > 1  # runs differ
     # each (category, k) has its own stream: other ks or fewer runs do not change a set
     alone = make_manifest(counts={"bottle": 209}, ks=(8,), runs=4, seed=0)
@@ -90,8 +91,10 @@ def test_k_too_large_for_the_pool_is_skipped_and_explained() -> None:
     m = make_manifest(counts={"capsule": 4}, ks=(2, 4, 8), runs=3)
     entry = m["categories"]["capsule"]
     assert sorted(entry["supports"], key=int) == ["2", "4"] and "8" in entry["skipped"]
-    assert entry["supports"]["4"] == [["train/good/000.png", "train/good/001.png", "train/good/002.png",
-                                       "train/good/003.png"]] * 3
+    assert (
+        entry["supports"]["4"]
+        == [["train/good/000.png", "train/good/001.png", "train/good/002.png", "train/good/003.png"]] * 3
+    )
     with pytest.raises(DatasetError, match=r"k=8 .*only 4|k=8 > 4"):
         support_files(m, "capsule", 8, 0)
 
@@ -138,7 +141,9 @@ def test_missing_files_under_root_are_named(tmp_path: Path) -> None:
     m = make_manifest(counts={"bottle": 209}, ks=(8,), runs=10)
     with pytest.raises(DatasetError) as info:
         check_manifest_files(m, root)
-    assert "expects 209 train/good images" in str(info.value) and str(root / "bottle" / "train" / "good") in str(info.value)
+    assert "expects 209 train/good images" in str(info.value) and str(root / "bottle" / "train" / "good") in str(
+        info.value
+    )
     small = make_manifest(counts={"bottle": 20}, ks=(8,), runs=10)
     assert check_manifest_files(small, root) > 8
     with pytest.raises(DatasetError, match="not in this manifest"):
@@ -163,7 +168,9 @@ def test_published_manifest_files_exist_for_real_bottle(shared_data_root: Path) 
     root = shared_data_root / "mvtec_ad_subset"
     published = load_manifest(default_manifest_path("mvtec"))
     assert check_manifest_files(published, root, ["bottle"]) > 100
-    assert make_manifest(root=root, dataset="mvtec", categories=["bottle"])["categories"]["bottle"] == \
-        published["categories"]["bottle"]
+    assert (
+        make_manifest(root=root, dataset="mvtec", categories=["bottle"])["categories"]["bottle"]
+        == published["categories"]["bottle"]
+    )
     with pytest.raises(DatasetError, match="capsule"):
         check_manifest_files(published, root, ["capsule"])  # the subset holds 4 of capsule's 219

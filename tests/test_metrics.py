@@ -1,4 +1,5 @@
 """Metrics on hand-made masks and maps whose values are worked out by hand."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -71,7 +72,8 @@ def test_aupro_hand_computed_staircase():
     # Limit interpolated inside a rising segment: to FPR 0.05 the curve is at PRO .5 throughout.
     assert aupro(mask, maps, fpr_limit=0.05) == pytest.approx(0.5, abs=1e-12)
     assert aupro(mask, maps, fpr_limit=1.0) == pytest.approx(
-        0.1 * 0.5 + 0.8 * 0.75 + 0.1 * 1.0, abs=1e-12)  # B2 (0.05) found after 9 normals
+        0.1 * 0.5 + 0.8 * 0.75 + 0.1 * 1.0, abs=1e-12
+    )  # B2 (0.05) found after 9 normals
 
 
 def test_aupro_regions_are_8_connected():

@@ -1,6 +1,7 @@
 """The shipped int8 ONNX MobileNetV2 -> float torchvision state dict: asset integrity, the
 52-conv pairing, the exact identity BatchNorms, the cache, bad files, and agreement with
 onnxruntime and ImageNet labels on real MVTec images."""
+
 from __future__ import annotations
 
 import shutil
@@ -93,8 +94,9 @@ def test_dequantisation_matches_a_numpy_reference(onnx_model) -> None:
     fc_q = inits["classifier.1.weight_quantized"]  # stored [1280 in, 1000 out] for MatMul
     fc_ref = (fc_q.astype(np.float64) - inits["classifier.1.weight_zero_point"]) * inits["classifier.1.weight_scale"]
     np.testing.assert_allclose(state_dict["classifier.1.weight"].numpy(), fc_ref.T, rtol=1e-6)
-    b_ref = (inits["classifier.1.bias_quantized"].astype(np.float64) - float(inits["classifier.1.bias_zero_point"])) \
-        * float(inits["classifier.1.bias_scale"])
+    b_ref = (
+        inits["classifier.1.bias_quantized"].astype(np.float64) - float(inits["classifier.1.bias_zero_point"])
+    ) * float(inits["classifier.1.bias_scale"])
     np.testing.assert_allclose(state_dict["classifier.1.bias"].numpy(), b_ref, rtol=1e-6)
 
 
@@ -209,7 +211,9 @@ def _real_images(root: Path) -> list[Path]:
 
 def _fake_quantize(x: torch.Tensor, scale, zero_point) -> torch.Tensor:
     low, high = (0, 255) if zero_point.dtype == np.uint8 else (-128, 127)
-    return (torch.clamp(torch.round(x / float(scale)) + float(zero_point), low, high) - float(zero_point)) * float(scale)
+    return (torch.clamp(torch.round(x / float(scale)) + float(zero_point), low, high) - float(zero_point)) * float(
+        scale
+    )
 
 
 def _simulate_int8_activations(model: torch.nn.Module, onnx_model) -> list:
@@ -246,8 +250,11 @@ def _simulate_int8_activations(model: torch.nn.Module, onnx_model) -> list:
         return _fake_quantize(product + module.bias, *output)
 
     hooks.append(model.classifier[1].register_forward_hook(head))
-    hooks.append(model.register_forward_pre_hook(
-        lambda m, i: (_fake_quantize(i[0], inits["input_scale"], inits["input_zero_point"]),)))
+    hooks.append(
+        model.register_forward_pre_hook(
+            lambda m, i: (_fake_quantize(i[0], inits["input_scale"], inits["input_zero_point"]),)
+        )
+    )
     return hooks
 
 

@@ -1,4 +1,5 @@
 """Tests for fsad.models: backbone stages, Siamese heads and loss, and the assembled RegAD model."""
+
 from __future__ import annotations
 
 import numpy as np
@@ -99,8 +100,11 @@ def test_negative_cosine_and_registration_loss_match_numpy() -> None:
     assert registration_loss(*t).item() == pytest.approx(expected, abs=1e-12)
     per_position = negative_cosine(t[0], t[2], reduction="none")
     assert per_position.shape == (3, 5, 4)
-    np.testing.assert_allclose(per_position.numpy(), -(p_a * z_a).sum(1) / (
-        np.linalg.norm(p_a, axis=1) * np.linalg.norm(z_a, axis=1)), atol=1e-12)
+    np.testing.assert_allclose(
+        per_position.numpy(),
+        -(p_a * z_a).sum(1) / (np.linalg.norm(p_a, axis=1) * np.linalg.norm(z_a, axis=1)),
+        atol=1e-12,
+    )
     # Hand-computed extremes: identical -> -1, opposite -> +1, orthogonal -> 0.
     v = torch.tensor([[1.0, 0.0]])
     assert negative_cosine(v, v).item() == pytest.approx(-1.0)
@@ -150,7 +154,9 @@ def test_heads_follow_authors_architecture() -> None:
     assert [(c.in_channels, c.out_channels) for c in pred.modules() if isinstance(c, nn.Conv2d)] == [(256, 256)] * 2
     bottleneck = SiamesePredictor(256, hidden=64)
     assert [(c.in_channels, c.out_channels) for c in bottleneck.modules() if isinstance(c, nn.Conv2d)] == [
-        (256, 64), (64, 256)]
+        (256, 64),
+        (64, 256),
+    ]
     x = torch.randn(2, 256, 4, 4)
     assert pred(enc(x)).shape == x.shape
 
@@ -204,8 +210,10 @@ def _smooth_field(size: int, seed: int) -> torch.Tensor:
     g = torch.Generator().manual_seed(seed)
     ys, xs = torch.meshgrid(torch.linspace(-1, 1, size), torch.linspace(-1, 1, size), indexing="ij")
     freq, phase = torch.rand(3, 4, 2, generator=g) + 0.5, 6.28 * torch.rand(3, 4, generator=g)
-    waves = [torch.sin(3.14 * (f[:, 0, None, None] * xs + f[:, 1, None, None] * ys) + ph[:, None, None])
-             for f, ph in zip(freq, phase)]
+    waves = [
+        torch.sin(3.14 * (f[:, 0, None, None] * xs + f[:, 1, None, None] * ys) + ph[:, None, None])
+        for f, ph in zip(freq, phase)
+    ]
     return (sum(waves) / 3)[None]  # [1, 4, size, size]
 
 
@@ -213,8 +221,10 @@ def test_back_warp_undoes_all_earlier_stns_like_the_authors() -> None:
     # Simulate the forward pass on a smooth input-frame field F: each stage sees the map already warped by all
     # earlier STNs (a pointwise stage commutes with warping), then its own STN warps it again.
     field = _smooth_field(64, seed=0)
-    thetas = [params_to_theta(torch.tensor([p]), "rotation_scale")
-              for p in ([0.3, 1.1, 0.9], [-0.2, 0.95, 1.05], [0.25, 1.0, 1.1])]
+    thetas = [
+        params_to_theta(torch.tensor([p]), "rotation_scale")
+        for p in ([0.3, 1.1, 0.9], [-0.2, 0.95, 1.05], [0.25, 1.0, 1.1])
+    ]
     registered, current = [], field
     for theta in thetas:
         current = warp(current, theta)
@@ -241,10 +251,12 @@ def test_embed_concatenates_back_warped_stages() -> None:
         back = model.back_warp(*model.registered_features(x))
     emb = model.embed(x)
     torch.testing.assert_close(emb[:, :64], back[0])
-    torch.testing.assert_close(emb[:, 64:192], F.interpolate(back[1], size=(16, 16), mode="bilinear",
-                                                             align_corners=False))
-    torch.testing.assert_close(emb[:, 192:], F.interpolate(back[2], size=(16, 16), mode="bilinear",
-                                                           align_corners=False))
+    torch.testing.assert_close(
+        emb[:, 64:192], F.interpolate(back[1], size=(16, 16), mode="bilinear", align_corners=False)
+    )
+    torch.testing.assert_close(
+        emb[:, 192:], F.interpolate(back[2], size=(16, 16), mode="bilinear", align_corners=False)
+    )
     assert not torch.allclose(emb, _plain_embedding(model, x), atol=1e-2), "non-identity STNs must change embed"
 
 
@@ -287,8 +299,16 @@ def test_freeze_backbone_keeps_bn_statistics_and_blocks_gradients() -> None:
 def test_config_round_trip_and_seed() -> None:
     model = RegADModel("mobilenet_v2", image_size=64, stn_mode="affine", seed=3, predictor_hidden=24)
     config = model.config
-    assert config == {"backbone": "mobilenet_v2", "image_size": 64, "stn_mode": "affine", "attention": "none",
-                      "dcn": False, "seed": 3, "encoder_out_bn": False, "predictor_hidden": 24}
+    assert config == {
+        "backbone": "mobilenet_v2",
+        "image_size": 64,
+        "stn_mode": "affine",
+        "attention": "none",
+        "dcn": False,
+        "seed": 3,
+        "encoder_out_bn": False,
+        "predictor_hidden": 24,
+    }
     state = torch.get_rng_state()
     clone = RegADModel(**config)
     assert torch.equal(torch.get_rng_state(), state), "a seeded build must not touch the global RNG"
@@ -316,15 +336,18 @@ def test_attention_and_dcn_are_wired() -> None:
     assert out.p.shape == (2, 96, 4, 4)
 
 
-@pytest.mark.parametrize(("kwargs", "message"), [
-    ({"backbone": "vgg16"}, "valid backbones: resnet18, mobilenet_v2"),
-    ({"image_size": 100}, "multiple of 32"),
-    ({"image_size": 16}, "multiple of 32 and >= 32"),
-    ({"image_size": 224.0}, "multiple of 32"),
-    ({"stn_mode": "rotation+scale"}, "valid modes: translation, rotation, scale, shear, rotation_scale"),
-    ({"attention": "cbam"}, "valid kinds: none, tam, mam"),
-    ({"dcn": "yes"}, "dcn must be True or False"),
-])
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"backbone": "vgg16"}, "valid backbones: resnet18, mobilenet_v2"),
+        ({"image_size": 100}, "multiple of 32"),
+        ({"image_size": 16}, "multiple of 32 and >= 32"),
+        ({"image_size": 224.0}, "multiple of 32"),
+        ({"stn_mode": "rotation+scale"}, "valid modes: translation, rotation, scale, shear, rotation_scale"),
+        ({"attention": "cbam"}, "valid kinds: none, tam, mam"),
+        ({"dcn": "yes"}, "dcn must be True or False"),
+    ],
+)
 def test_regad_invalid_arguments(kwargs: dict, message: str) -> None:
     with pytest.raises(ValueError, match=message):
         RegADModel(**{"image_size": 64, **kwargs})
@@ -371,8 +394,9 @@ def test_embed_out_buffer_and_channels_last_are_the_same_numbers(backbone: str) 
     with torch.no_grad():  # reference: NCHW input, plain warps / upsampling / concatenation
         feats, thetas = model.registered_features(x)
         back = model.back_warp(feats, thetas)
-        ref = torch.cat([back[0]] + [F.interpolate(f, size=(16, 16), mode="bilinear", align_corners=False)
-                                     for f in back[1:]], 1)
+        ref = torch.cat(
+            [back[0]] + [F.interpolate(f, size=(16, 16), mode="bilinear", align_corners=False) for f in back[1:]], 1
+        )
     emb = model.embed(x)
     assert emb.is_contiguous(memory_format=torch.channels_last)
     torch.testing.assert_close(emb, ref, atol=1e-5, rtol=1e-5)

@@ -12,6 +12,7 @@
 A citation belongs to the paper named last before it in the same paragraph ("RegAD" or "RCM-FSAD"; RegAD when
 none is named); after another work's name (PaDiM, SimSiam, ...) it is that work's and is not checked.
 """
+
 from __future__ import annotations
 
 import argparse
@@ -143,10 +144,14 @@ def test_readme_commands_parse() -> None:
 
 
 # ----------------------------------------------------------------------------------------------- (b) citations
-CITATION = re.compile(r"\b(Sections?|Secs?\.|Equations?|Eqs?\.|Tables?|Figures?|Figs?\.)\s*\(?(\d+(?:\.\d+)?)\)?"
-                      r"((?:\s*(?:[–-]|,|and)\s*\(?\d+(?:\.\d+)?)*)")
-PAPER_NAME = re.compile(r"RCM-FSAD|RegAD|PaDiM|PatchCore|SimSiam|Jaderberg|Misra|Zhu et al|Bergmann|Defard|"
-                        r"Roth et al|Chen and He|He et al|DCNv2 paper|STN paper")
+CITATION = re.compile(
+    r"\b(Sections?|Secs?\.|Equations?|Eqs?\.|Tables?|Figures?|Figs?\.)\s*\(?(\d+(?:\.\d+)?)\)?"
+    r"((?:\s*(?:[–-]|,|and)\s*\(?\d+(?:\.\d+)?)*)"
+)
+PAPER_NAME = re.compile(
+    r"RCM-FSAD|RegAD|PaDiM|PatchCore|SimSiam|Jaderberg|Misra|Zhu et al|Bergmann|Defard|"
+    r"Roth et al|Chen and He|He et al|DCNv2 paper|STN paper"
+)
 OWNER = {"RegAD": "regad", "RCM-FSAD": "rcm"}
 
 
@@ -155,7 +160,7 @@ def citations_in(text: str) -> list[tuple[str, str, str]]:
     found = []
     for paragraph in re.split(r"\n\s*\n", text):
         for match in CITATION.finditer(paragraph):
-            names = PAPER_NAME.findall(paragraph[:match.start()])
+            names = PAPER_NAME.findall(paragraph[: match.start()])
             owner = OWNER.get(names[-1]) if names else "regad"
             numbers = [match.group(2)]
             tail = re.findall(r"([–-]|,|and)\s*\(?(\d+(?:\.\d+)?)", match.group(3))
@@ -173,8 +178,13 @@ def citations_in(text: str) -> list[tuple[str, str, str]]:
 
 def test_citation_extraction() -> None:
     found = citations_in("RegAD's loss (Sec. 4.1, Eq. 2–3) and RCM-FSAD Table 7; PaDiM (Sec. 3)")
-    assert [(o, k) for o, k, _ in found] == [("regad", "Sec. 4.1"), ("regad", "Eq. 2"), ("regad", "Eq. 3"),
-                                             ("rcm", "Table 7"), (None, "Sec. 3")]
+    assert [(o, k) for o, k, _ in found] == [
+        ("regad", "Sec. 4.1"),
+        ("regad", "Eq. 2"),
+        ("regad", "Eq. 3"),
+        ("rcm", "Table 7"),
+        (None, "Sec. 3"),
+    ]
 
 
 def _check_citations(texts: list[str]) -> list[str]:
@@ -185,11 +195,17 @@ def _check_citations(texts: list[str]) -> list[str]:
                 continue
             about = paper.PAPER_REFERENCES[owner].get(key)
             if about is None:
-                problems.append(f"{paper.PAPER_NAMES[owner]} has no {key} in fsad.paper.PAPER_REFERENCES "
-                                f"(cited in: ...{(context or text).strip()[:160]}...)")
-            elif context is not None and not any(word in context.lower().replace("localis", "localiz") for word in about):
-                problems.append(f"{paper.PAPER_NAMES[owner]} {key} is about {about}; the cell citing it "
-                                f"names none of these: ...{context.strip()[:200]}...")
+                problems.append(
+                    f"{paper.PAPER_NAMES[owner]} has no {key} in fsad.paper.PAPER_REFERENCES "
+                    f"(cited in: ...{(context or text).strip()[:160]}...)"
+                )
+            elif context is not None and not any(
+                word in context.lower().replace("localis", "localiz") for word in about
+            ):
+                problems.append(
+                    f"{paper.PAPER_NAMES[owner]} {key} is about {about}; the cell citing it "
+                    f"names none of these: ...{context.strip()[:200]}..."
+                )
     return problems
 
 
@@ -226,14 +242,17 @@ def place_text(owner: str, key: str, text: str) -> str | None:
         for i, heading in enumerate(headings):
             if heading.group(1) == number:
                 level = number.count(".")
-                end = next((h.start() for h in headings[i + 1:] if h.group(1).count(".") <= level), len(text))
-                return text[heading.start():end]
+                end = next((h.start() for h in headings[i + 1 :] if h.group(1).count(".") <= level), len(text))
+                return text[heading.start() : end]
         return None
     if kind == "Eq.":
-        pattern = (rf"\\tag\{{{number}\}}|^\({number}\)\s*$|\({number}\)\s*\$\$" if owner == "regad"
-                   else rf"equation \({number}\)")
+        pattern = (
+            rf"\\tag\{{{number}\}}|^\({number}\)\s*$|\({number}\)\s*\$\$"
+            if owner == "regad"
+            else rf"equation \({number}\)"
+        )
         match = re.search(pattern, text, flags=re.M)
-        return None if match is None else text[max(0, match.start() - 700):match.end() + 300]
+        return None if match is None else text[max(0, match.start() - 700) : match.end() + 300]
     word = {"Table": "Tables?", "Fig.": ("Fig\\." if owner == "regad" else "Figure")}[kind]
     lines = []
     for line in text.splitlines():
@@ -281,8 +300,9 @@ def _section(cells: list, title: str) -> tuple[int, str] | None:
             heading = re.match(r"^(#+)\s", line)
             if heading and title.lower() in line.lower():
                 level, body = len(heading.group(1)), [line]
-                following = lines[j + 1:] + [l for c in cells[i + 1:] if c.cell_type == "markdown"
-                                             for l in c.source.splitlines()]
+                following = lines[j + 1 :] + [
+                    text for c in cells[i + 1 :] if c.cell_type == "markdown" for text in c.source.splitlines()
+                ]
                 for rest in following:
                     other = re.match(r"^(#+)\s", rest)
                     if other and len(other.group(1)) <= level:
@@ -296,8 +316,11 @@ def structure_problems(nb: nbformat.NotebookNode, number: str) -> list[str]:
     cells = nb.cells
     problems = []
     top = "\n".join(c.source for c in cells[:4] if c.cell_type == "markdown").lower()
-    for needle, what in (("after this notebook you can", "learning goals ('After this notebook you can ...')"),
-                         ("prerequisites", "prerequisites"), ("run time", "run times (smoke and full)")):
+    for needle, what in (
+        ("after this notebook you can", "learning goals ('After this notebook you can ...')"),
+        ("prerequisites", "prerequisites"),
+        ("run time", "run times (smoke and full)"),
+    ):
         if needle not in top:
             problems.append(f"no {what} in the opening cells")
     summary = _section(cells, "Summary")
@@ -317,8 +340,10 @@ def structure_problems(nb: nbformat.NotebookNode, number: str) -> list[str]:
         solutions = [i for i, c in enumerate(cells) if "solution" in c.get("metadata", {}).get("tags", [])]
         labels = {int(n) for i in solutions for n in re.findall(r"Solution (\d+)", cells[i].source)}
         if not set(range(1, len(items) + 1)) <= labels:
-            problems.append(f"solutions (cells tagged 'solution' saying 'Solution N') cover {sorted(labels)}, "
-                            f"exercises 1..{len(items)}")
+            problems.append(
+                f"solutions (cells tagged 'solution' saying 'Solution N') cover {sorted(labels)}, "
+                f"exercises 1..{len(items)}"
+            )
         if solutions and min(solutions) < exercises[0]:
             problems.append("a solution cell comes before the Exercises")
     references = _section(cells, "References")

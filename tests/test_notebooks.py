@@ -3,6 +3,7 @@
 Execution is one test per notebook (papermill, smoke=True, outputs under tmp_path, synthetic data). The whole
 set must stay within the CI budget (about 10 minutes on a 2-core machine); each run prints its time.
 """
+
 from __future__ import annotations
 
 import ast
@@ -35,8 +36,13 @@ def _parameters_cell(nb: nbformat.NotebookNode) -> nbformat.NotebookNode | None:
 
 
 def _assigned_names(source: str) -> set[str]:
-    return {target.id for node in ast.parse(source).body if isinstance(node, ast.Assign)
-            for target in node.targets if isinstance(target, ast.Name)}
+    return {
+        target.id
+        for node in ast.parse(source).body
+        if isinstance(node, ast.Assign)
+        for target in node.targets
+        if isinstance(target, ast.Name)
+    }
 
 
 def test_notebooks_exist() -> None:
@@ -66,14 +72,16 @@ def test_parameters_cell(path: Path) -> None:
     namespace: dict = {}
     exec(compile(cell.source, path.name, "exec"), namespace)  # plain literals only: must run on its own
     assert namespace["smoke"] is False, f"{path.name}: smoke must default to False (full run by default)"
-    assert namespace["data_root"] is None and namespace["dataset"] == "synthetic", \
+    assert namespace["data_root"] is None and namespace["dataset"] == "synthetic", (
         f"{path.name}: default data must be the embedded synthetic set (data_root=None, dataset='synthetic')"
+    )
     later = "\n".join(c.source for c in nb.cells if c.cell_type == "code" and c is not cell)
     assert "fsad.notebook import setup" in later and "setup(" in later, f"{path.name}: must call fsad.notebook.setup"
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem.split("_")[0] in {"05", "06", "07", "08"}],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in NOTEBOOKS if p.stem.split("_")[0] in {"05", "06", "07", "08"}], ids=lambda p: p.stem
+)
 def test_evaluation_notebooks_take_protocol_parameters(path: Path) -> None:
     names = _assigned_names(_parameters_cell(nbformat.read(path, as_version=4)).source)
     assert {"image_size", "categories", "k", "runs", "backbone", "weights"} <= names
@@ -84,13 +92,14 @@ def test_evaluation_notebooks_take_protocol_parameters(path: Path) -> None:
 
 
 def test_smoke_grid_lists_every_notebook() -> None:
-    from fsad.runner import expand_jobs, load_grid
+    from fsad.runner import load_grid
 
     grid = load_grid(GRIDS / "smoke.yaml")
     listed = {Path(job["notebook"]).name for job in grid["jobs"]}
     assert listed == {p.name for p in NOTEBOOKS}, (
         f"smoke.yaml and notebooks/ disagree: only in grid {sorted(listed - {p.name for p in NOTEBOOKS})}, "
-        f"only in notebooks/ {sorted({p.name for p in NOTEBOOKS} - listed)}")
+        f"only in notebooks/ {sorted({p.name for p in NOTEBOOKS} - listed)}"
+    )
     assert grid["parameters"]["smoke"] is True
 
 
@@ -100,16 +109,20 @@ def test_example_grids_expand(name: str, tmp_path: Path) -> None:
 
     path = GRIDS / f"{name}.yaml"
     assert path.read_text().startswith("#"), f"{path.name}: start with a comment saying what it is for and its time"
-    if name == "smoke" and not all((REPO_ROOT / j["notebook"]).is_file() for j in yaml.safe_load(path.read_text())["jobs"]):
+    if name == "smoke" and not all(
+        (REPO_ROOT / j["notebook"]).is_file() for j in yaml.safe_load(path.read_text())["jobs"]
+    ):
         pytest.skip("a notebook of the smoke grid is not written yet (test_smoke_grid_lists_every_notebook says which)")
     jobs = expand_jobs(load_grid(path), tmp_path)
     assert jobs and all(job.notebook.is_file() for job in jobs)
     assert len({job.output_dir for job in jobs}) == len(jobs), "every execution needs its own output folder"
     if name == "mvtec_full_gpu":
-        assert len(jobs) == 15 and all(job.parameters["runs"] == 10 and job.parameters["image_size"] == 224
-                                       for job in jobs)
+        assert len(jobs) == 15 and all(
+            job.parameters["runs"] == 10 and job.parameters["image_size"] == 224 for job in jobs
+        )
         assert sorted(job.parameters["categories"][0] for job in jobs) == sorted(
-            __import__("data_tools.constants", fromlist=["MVTEC_CATEGORIES"]).MVTEC_CATEGORIES)
+            __import__("data_tools.constants", fromlist=["MVTEC_CATEGORIES"]).MVTEC_CATEGORIES
+        )
 
 
 @pytest.mark.slow
@@ -124,13 +137,24 @@ def test_notebook_executes_in_smoke_mode(path: Path, tmp_path: Path, monkeypatch
     if path.stem.startswith("08"):
         parameters["figures_dir"] = str(tmp_path / "figures")  # never write the published figures/ from a test
     start = time.perf_counter()
-    papermill.execute_notebook(str(path), str(tmp_path / path.name), parameters=parameters,
-                               cwd=str(path.parent), kernel_name="python3", progress_bar=False)
+    papermill.execute_notebook(
+        str(path),
+        str(tmp_path / path.name),
+        parameters=parameters,
+        cwd=str(path.parent),
+        kernel_name="python3",
+        progress_bar=False,
+    )
     seconds = time.perf_counter() - start
     print(f"{path.name}: {seconds:.1f} s in smoke mode", file=sys.stderr)
     executed = nbformat.read(tmp_path / path.name, as_version=4)
-    errors = [o for c in executed.cells if c.cell_type == "code" for o in c.get("outputs", [])
-              if o.get("output_type") == "error"]
+    errors = [
+        o
+        for c in executed.cells
+        if c.cell_type == "code"
+        for o in c.get("outputs", [])
+        if o.get("output_type") == "error"
+    ]
     assert not errors
     assert (tmp_path / "out" / "context.json").is_file(), "setup() did not write context.json in output_dir"
     figures = list((tmp_path / "out" / "figures").glob("*.png"))
@@ -143,13 +167,15 @@ def test_notebook_executes_in_smoke_mode(path: Path, tmp_path: Path, monkeypatch
     assert seconds < SMOKE_BUDGET_S, f"{path.name} took {seconds:.0f} s in smoke mode (budget {SMOKE_BUDGET_S} s)"
 
 
-@pytest.mark.parametrize("path", [p for p in NOTEBOOKS if p.stem.split("_")[0] in {"02", "03", "03b", "04"}],
-                         ids=lambda p: p.stem)
+@pytest.mark.parametrize(
+    "path", [p for p in NOTEBOOKS if p.stem.split("_")[0] in {"02", "03", "03b", "04"}], ids=lambda p: p.stem
+)
 def test_registration_notebooks_load_the_shipped_checkpoint_by_default(path: Path) -> None:
     nb = nbformat.read(path, as_version=4)
     namespace: dict = {}
     exec(compile(_parameters_cell(nb).source, path.name, "exec"), namespace)
-    assert namespace.get("train_from_scratch") is False and namespace.get("checkpoint") is None, \
+    assert namespace.get("train_from_scratch") is False and namespace.get("checkpoint") is None, (
         f"{path.name}: needs train_from_scratch = False and checkpoint = None (the shipped checkpoint by default)"
+    )
     code = "\n".join(c.source for c in nb.cells if c.cell_type == "code")
     assert "fsad.pretrained import" in code, f"{path.name}: must load the checkpoint through fsad.pretrained"

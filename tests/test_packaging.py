@@ -1,4 +1,5 @@
 """The three dependency files agree: constraints.txt pins, environment.yml repeats them, pyproject lists them."""
+
 from __future__ import annotations
 
 import re

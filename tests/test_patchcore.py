@@ -1,4 +1,5 @@
 """PatchCore-k: nearest-neighbour scores, coreset, local averaging (border rules), image-score rules, the method."""
+
 from __future__ import annotations
 
 import math
@@ -10,8 +11,17 @@ from torch import nn
 
 from fsad.anomaly_map import anomaly_maps, image_scores
 from fsad.methods import maps_and_image_scores
-from fsad.patchcore import (BORDERS, IMAGE_SCORES, PatchCoreMethod, greedy_coreset, local_average, nearest_distance,
-                            nearest_neighbours, patch_features, reweighted_image_scores)
+from fsad.patchcore import (
+    BORDERS,
+    IMAGE_SCORES,
+    PatchCoreMethod,
+    greedy_coreset,
+    local_average,
+    nearest_distance,
+    nearest_neighbours,
+    patch_features,
+    reweighted_image_scores,
+)
 
 
 class TinyExtractor(nn.Module):
@@ -20,11 +30,13 @@ class TinyExtractor(nn.Module):
     def __init__(self, seed: int = 0) -> None:
         super().__init__()
         torch.manual_seed(seed)
-        self.stages = nn.ModuleList([
-            nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.ReLU()),
-            nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.BatchNorm2d(12), nn.ReLU()),
-            nn.Sequential(nn.Conv2d(12, 16, 3, stride=2, padding=1), nn.ReLU()),
-        ])
+        self.stages = nn.ModuleList(
+            [
+                nn.Sequential(nn.Conv2d(3, 8, 4, stride=4), nn.ReLU()),
+                nn.Sequential(nn.Conv2d(8, 12, 3, stride=2, padding=1), nn.BatchNorm2d(12), nn.ReLU()),
+                nn.Sequential(nn.Conv2d(12, 16, 3, stride=2, padding=1), nn.ReLU()),
+            ]
+        )
         self.channels = (8, 12, 16)
 
     def forward(self, x: torch.Tensor) -> list[torch.Tensor]:
@@ -53,8 +65,9 @@ def test_nearest_distance_matches_numpy_brute_force(chunk_size: int, bank_chunk_
     d, i = nearest_neighbours(queries, bank, chunk_size=chunk_size, bank_chunk_size=bank_chunk_size)
     np.testing.assert_allclose(d.numpy(), expected_d, rtol=1e-5, atol=1e-6)
     np.testing.assert_array_equal(i.numpy(), expected_i)
-    np.testing.assert_allclose(nearest_distance(queries, bank, chunk_size, bank_chunk_size).numpy(), expected_d,
-                               rtol=1e-5, atol=1e-6)
+    np.testing.assert_allclose(
+        nearest_distance(queries, bank, chunk_size, bank_chunk_size).numpy(), expected_d, rtol=1e-5, atol=1e-6
+    )
 
 
 def test_nearest_distance_large_norms_exact_zero_for_bank_rows() -> None:
@@ -125,8 +138,8 @@ def test_patch_features_border_reaches_three_cells_in_after_upsampling() -> None
     inc, exc = patch_features(s2, s3), patch_features(s2, s3, border="exclude_padding")
     assert torch.equal(exc, torch.ones_like(exc))
     differs = (inc != exc).any(dim=1)[0]
-    assert differs[0].all() and differs[:, 0].all()        # the outer ring
-    assert differs[2, 6] and not differs[4:8, 4:8].any()    # 3rd cell in still differs, the centre does not
+    assert differs[0].all() and differs[:, 0].all()  # the outer ring
+    assert differs[2, 6] and not differs[4:8, 4:8].any()  # 3rd cell in still differs, the centre does not
 
 
 def test_patch_features_shape_and_content() -> None:
@@ -135,8 +148,9 @@ def test_patch_features_shape_and_content() -> None:
     out = patch_features(s2, s3)
     assert out.shape == (2, 12, 8, 8)
     assert torch.allclose(out[:, :5], local_average(s2))
-    assert torch.allclose(patch_features(s2, s3, border="exclude_padding")[:, :5],
-                          local_average(s2, border="exclude_padding"))
+    assert torch.allclose(
+        patch_features(s2, s3, border="exclude_padding")[:, :5], local_average(s2, border="exclude_padding")
+    )
     # a constant stage 3 stays constant after averaging (existing neighbours) and bilinear upsampling
     const = patch_features(s2, torch.full((2, 7, 4, 4), 2.5), border="exclude_padding")
     assert torch.allclose(const[:, 5:], torch.full((2, 7, 8, 8), 2.5))
@@ -158,8 +172,8 @@ def _reference_greedy(points: np.ndarray, first: int, count: int) -> list[int]:
 
 def test_greedy_coreset_keeps_outlier_unique_count_deterministic() -> None:
     g = torch.Generator().manual_seed(4)
-    bank = torch.randn(300, 200, generator=g)   # D > 128: the random projection is used
-    bank[137] += 60.0                            # far from all others
+    bank = torch.randn(300, 200, generator=g)  # D > 128: the random projection is used
+    bank[137] += 60.0  # far from all others
     for seed in range(5):
         idx = greedy_coreset(bank, ratio=0.02, seed=seed)
         assert idx.dtype == torch.long
@@ -198,7 +212,7 @@ def test_reweighted_image_scores_matches_eq7_by_hand() -> None:
     for b in range(2):
         p = int(d[b].argmax())
         m_test, m_star = emb[b, p].double(), bank[i[b, p]].double()
-        nb = torch.cdist(m_star[None], bank.double())[0].argsort()[:3]    # includes m* itself first
+        nb = torch.cdist(m_star[None], bank.double())[0].argsort()[:3]  # includes m* itself first
         dists = torch.linalg.vector_norm(m_test - bank.double()[nb], dim=1)
         expected = (1 - torch.exp(dists[0]) / torch.exp(dists).sum()) * d[b, p].double()
         assert torch.isclose(got[b].double(), expected, rtol=1e-5)
@@ -211,7 +225,7 @@ def test_identical_image_scores_zero_everywhere() -> None:
     method = PatchCoreMethod(TinyExtractor(), feature_batch=2)
     method.fit(supports)
     maps = method.score(supports[1:2])
-    assert maps.shape == (1, 4, 4)                   # stage-2 grid of a 32 px image (stride 8)
+    assert maps.shape == (1, 4, 4)  # stage-2 grid of a 32 px image (stride 8)
     assert torch.allclose(maps, torch.zeros_like(maps), atol=1e-4)
     other = method.score(_images(1, seed=8))
     assert other.max() > 1e-2
@@ -242,7 +256,7 @@ def test_fit_score_deterministic_with_coreset_and_reweight() -> None:
         results.append((method.score(test), *method.score_features_with_image_scores(method.embed(test))))
     for a, b in zip(*results):
         assert torch.equal(a, b)
-    assert torch.all(results[0][2] <= results[0][1].flatten(1).amax(1))   # reweighting only damps
+    assert torch.all(results[0][2] <= results[0][1].flatten(1).amax(1))  # reweighting only damps
 
 
 def test_augmented_bank_size() -> None:
@@ -303,7 +317,7 @@ def test_image_score_rules_on_a_hand_made_map() -> None:
     d[0, 4, 4] = 5.0
     d[1, 2:7, 2:7] = 3.0
     maps, patch_max = maps_and_image_scores(_FixedMapMethod(d, "patch_max"), torch.empty(2), 64)
-    assert torch.equal(patch_max, torch.tensor([5.0, 3.0]))          # the paper's s*: raw patch maximum
+    assert torch.equal(patch_max, torch.tensor([5.0, 3.0]))  # the paper's s*: raw patch maximum
     blurred, map_max = maps_and_image_scores(_FixedMapMethod(d, "map_max"), torch.empty(2), 64)
     assert torch.equal(maps, blurred) and torch.equal(maps, anomaly_maps(d, 64))
     assert torch.equal(map_max, image_scores(anomaly_maps(d, 64)))
@@ -319,7 +333,7 @@ def test_patchcore_image_score_rules_end_to_end() -> None:
         method.fit(supports)
         features = method.embed(test)
         maps, scores[rule] = maps_and_image_scores(method, features, 32)
-        assert torch.equal(maps, anomaly_maps(method.score_features(features), 32))   # maps never depend on the rule
+        assert torch.equal(maps, anomaly_maps(method.score_features(features), 32))  # maps never depend on the rule
         if rule == "patch_max":
             assert torch.equal(scores[rule], method.score_features(features).flatten(1).amax(1))
         if rule == "map_max":

@@ -41,8 +41,9 @@ def test_installed_package_writes_to_cwd_and_user_cache(monkeypatch: pytest.Monk
     assert paths.synthetic_data_dir().parts[-3:] != ("fsad", "data", "synthetic")
 
 
-def test_notebooks_missing_from_an_installed_package_is_a_clear_error(monkeypatch: pytest.MonkeyPatch,
-                                                                        tmp_path: Path) -> None:
+def test_notebooks_missing_from_an_installed_package_is_a_clear_error(
+    monkeypatch: pytest.MonkeyPatch, tmp_path: Path
+) -> None:
     monkeypatch.setattr(paths, "source_checkout", lambda: None)
     monkeypatch.setattr(paths, "_PACKAGE_DIR", tmp_path)
     with pytest.raises(FileNotFoundError, match="wheel"):

@@ -1,4 +1,5 @@
 """The shipped tutorial checkpoint: verified against its sidecar, loadable, leave-one-out, and exportable."""
+
 from __future__ import annotations
 
 import json
@@ -10,7 +11,7 @@ import torch
 
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import pretrained
-from fsad.checkpoint import save_checkpoint, CheckpointError, load_model, read_checkpoint
+from fsad.checkpoint import CheckpointError, load_model, read_checkpoint, save_checkpoint
 from fsad.train import TrainConfig, train
 
 
@@ -21,7 +22,7 @@ def test_shipped_checkpoint_matches_its_sidecar_and_loads() -> None:
     assert payload["target"] == "capsule" and "capsule" not in payload["train_categories"]
     assert payload["model_config"]["backbone"] == "mobilenet_v2" and payload["model_config"]["image_size"] == 128
     assert payload["weights"]["kind"] == "imagenet"
-    assert not set(payload) & {"optimizer", "scheduler", "rng"}           # inference-only
+    assert not set(payload) & {"optimizer", "scheduler", "rng"}  # inference-only
     assert [h["epoch"] for h in side["training_log"]] == list(range(1, side["epochs"] + 1))
     assert side["command"].count("python -m fsad train") == 1
     model = load_model(payload).eval()
@@ -50,11 +51,28 @@ def test_tampered_or_missing_checkpoint_is_refused(tmp_path: Path) -> None:
 
 
 def test_export_writes_a_slim_verified_checkpoint(tmp_path: Path) -> None:
-    root = generate_synthetic_dataset(tmp_path / "syn", seed=0, image_size=64, n_train=3, n_test_good=1,
-                                      n_test_per_defect=1, categories=["weave", "washer"])
-    config = TrainConfig(data_root=str(root), dataset="synthetic", target="weave", out=str(tmp_path / "run"),
-                         epochs=1, batch_size=2, image_size=64, weights="random", device="cpu", lr=0.05,
-                         max_steps_per_epoch=1)
+    root = generate_synthetic_dataset(
+        tmp_path / "syn",
+        seed=0,
+        image_size=64,
+        n_train=3,
+        n_test_good=1,
+        n_test_per_defect=1,
+        categories=["weave", "washer"],
+    )
+    config = TrainConfig(
+        data_root=str(root),
+        dataset="synthetic",
+        target="weave",
+        out=str(tmp_path / "run"),
+        epochs=1,
+        batch_size=2,
+        image_size=64,
+        weights="random",
+        device="cpu",
+        lr=0.05,
+        max_steps_per_epoch=1,
+    )
     last = train(config, progress=False)
     out = pretrained.export_tutorial_checkpoint(last, tmp_path / "tiny.pt", command="test")
     side = json.loads(pretrained.sidecar_path(out).read_text())

@@ -9,8 +9,18 @@ from fsad.results import ResultsFile, format_table, summarise
 
 
 def _cell(category, k, run, auroc):
-    return {"method": "regad", "category": category, "k": k, "run": run, "image_auroc": auroc,
-            "pixel_auroc": None, "aupro": None, "f1_max": 0.5, "adaptation_s": 1.0, "inference_images_per_s": 10.0}
+    return {
+        "method": "regad",
+        "category": category,
+        "k": k,
+        "run": run,
+        "image_auroc": auroc,
+        "pixel_auroc": None,
+        "aupro": None,
+        "f1_max": 0.5,
+        "adaptation_s": 1.0,
+        "inference_images_per_s": 10.0,
+    }
 
 
 def test_summary_mean_std_and_macro_average():
@@ -49,8 +59,9 @@ def _same(a, b) -> bool:
 
 def test_summarise_reproduces_every_committed_summary():
     """The pandas summary equals the summary the committed results files were written with."""
-    files = [f for f in sorted(RESULTS_DIR.rglob("*.json"))
-             if json.loads(f.read_text()).get("format") == "fsad-results-v1"]
+    files = [
+        f for f in sorted(RESULTS_DIR.rglob("*.json")) if json.loads(f.read_text()).get("format") == "fsad-results-v1"
+    ]
     assert len(files) >= 10
     for file in files:
         document = json.loads(file.read_text())
@@ -83,8 +94,13 @@ def test_load_results_one_row_per_cell_in_percent(tmp_path):
     assert set(frame.backbone) == {"mobilenet_v2"} and set(frame.weights) == {"imagenet"}
     assert frame.weights_sha256.str.startswith("cc028fe6").all()
     first = documents[0]["cells"][0]
-    row = frame[(frame.source.str.endswith(".json")) & (frame.category == first["category"])
-                & (frame.k == first["k"]) & (frame.run == first["run"]) & (frame.method == first["method"])]
+    row = frame[
+        (frame.source.str.endswith(".json"))
+        & (frame.category == first["category"])
+        & (frame.k == first["k"])
+        & (frame.run == first["run"])
+        & (frame.method == first["method"])
+    ]
     assert 100 * first["image_auroc"] in list(row.image_auroc)
     assert frame.image_auroc.between(0, 100).all()
     assert not frame.duplicated(["source", "method", "category", "k", "run"]).any()

@@ -1,4 +1,5 @@
 """Papermill batches: grid expansion, failure recorded and batch continues, resume skips, results collected."""
+
 from __future__ import annotations
 
 import json
@@ -33,9 +34,11 @@ cell = {"method": "regad", "category": "c", "k": k, "run": 0, "image_auroc": 0.5
 def grid(tmp_path):
     _notebook(tmp_path / "nb.ipynb", WRITE_RESULTS)
     path = tmp_path / "grid.yaml"
-    path.write_text(f"name: g\nparameters: {{fail: false}}\njobs:\n"
-                    f"  - notebook: {tmp_path / 'nb.ipynb'}\n    grid: {{k: [2, 4]}}\n"
-                    f"  - notebook: {tmp_path / 'nb.ipynb'}\n    parameters: {{fail: true, k: 8}}\n")
+    path.write_text(
+        f"name: g\nparameters: {{fail: false}}\njobs:\n"
+        f"  - notebook: {tmp_path / 'nb.ipynb'}\n    grid: {{k: [2, 4]}}\n"
+        f"  - notebook: {tmp_path / 'nb.ipynb'}\n    parameters: {{fail: true, k: 8}}\n"
+    )
     return path
 
 
@@ -103,7 +106,9 @@ def test_set_is_one_pair_per_flag_and_does_not_swallow_the_grid(grid, tmp_path, 
     assert args.grid == str(grid) and args.set == ["k=3", "fail=false"]
     # Both overrides reach every cell: k=3 everywhere, and the failing job no longer fails.
     assert main(["batch", "--set", "k=3", str(grid), "--set", "fail=false", "--runs-dir", str(tmp_path / "r")]) == 0
-    assert sorted(r["image_auroc"] for r in collect_results(tmp_path / "r" / "g")) == [0.53]  # all 3 cells became one: one folder, one row
+    assert sorted(r["image_auroc"] for r in collect_results(tmp_path / "r" / "g")) == [
+        0.53
+    ]  # all 3 cells became one: one folder, one row
     assert main(["batch", str(grid), "--set", "k"]) == 2
     assert "--set expects KEY=VALUE" in capsys.readouterr().err
 
@@ -179,9 +184,11 @@ def test_ray_executor_is_imported_only_when_asked_for(grid, tmp_path):
     import subprocess
     import sys
 
-    code = ("import sys; from fsad.runner import run_batch; from fsad.cli import build_parser; "
-            f"run_batch({str(grid)!r}, {str(tmp_path / 'runs')!r}, progress=False); "
-            "print('ray' in sys.modules, 'fsad.ray_executor' in sys.modules)")
+    code = (
+        "import sys; from fsad.runner import run_batch; from fsad.cli import build_parser; "
+        f"run_batch({str(grid)!r}, {str(tmp_path / 'runs')!r}, progress=False); "
+        "print('ray' in sys.modules, 'fsad.ray_executor' in sys.modules)"
+    )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
     assert out.split()[-2:] == ["False", "False"]
     with pytest.raises(ValueError, match="Unknown executor"):

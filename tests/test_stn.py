@@ -1,4 +1,5 @@
 """Tests for fsad.models.stn: parameterisations, exact inverses, warping convention, identity init, gradients."""
+
 from __future__ import annotations
 
 import math
@@ -25,10 +26,21 @@ IDENTITY = torch.tensor([[1.0, 0.0, 0.0], [0.0, 1.0, 0.0]])
 def random_params(mode: str, n: int, seed: int, strength: float = 1.0) -> torch.Tensor:
     """Random but well-conditioned parameters: angles/translations/shears around 0, scales around 1."""
     g = torch.Generator().manual_seed(seed)
-    spread = {"angle": 0.6, "tx": 0.2, "ty": 0.2, "sx": 0.3, "sy": 0.3, "shx": 0.3, "shy": 0.3,
-              "a11": 0.2, "a12": 0.2, "a21": 0.2, "a22": 0.2}
+    spread = {
+        "angle": 0.6,
+        "tx": 0.2,
+        "ty": 0.2,
+        "sx": 0.3,
+        "sy": 0.3,
+        "shx": 0.3,
+        "shy": 0.3,
+        "a11": 0.2,
+        "a12": 0.2,
+        "a21": 0.2,
+        "a22": 0.2,
+    }
     cols = []
-    for (name, neutral) in zip(MODE_PARAMS[mode], IDENTITY_PARAMS[mode]):
+    for name, neutral in zip(MODE_PARAMS[mode], IDENTITY_PARAMS[mode]):
         cols.append(neutral + strength * spread[name] * (2 * torch.rand(n, generator=g) - 1))
     return torch.stack(cols, dim=1)
 
@@ -76,8 +88,7 @@ def test_params_to_theta_hand_computed_values() -> None:
     }
     for mode, (params, expected) in cases.items():
         theta = params_to_theta(torch.tensor([params], dtype=torch.float64), mode)
-        torch.testing.assert_close(theta[0], torch.tensor(expected, dtype=torch.float64), atol=1e-12, rtol=0,
-                                   msg=mode)
+        torch.testing.assert_close(theta[0], torch.tensor(expected, dtype=torch.float64), atol=1e-12, rtol=0, msg=mode)
 
 
 @pytest.mark.parametrize("mode", list(STN_MODES))

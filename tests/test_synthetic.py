@@ -1,4 +1,5 @@
 """Tests for data_tools.synthetic: determinism, layout, exact masks, misalignment, CLI."""
+
 from __future__ import annotations
 
 import argparse
@@ -16,8 +17,11 @@ SMALL = dict(image_size=64, n_train=3, n_test_good=2, n_test_per_defect=2)
 
 
 def _tree_hashes(root: Path) -> dict[str, str]:
-    return {p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(root.rglob("*")) if p.is_file()}
+    return {
+        p.relative_to(root).as_posix(): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(root.rglob("*"))
+        if p.is_file()
+    }
 
 
 @pytest.fixture(scope="module")
@@ -150,9 +154,27 @@ def test_cli_writes_dataset_and_preview(tmp_path, capsys):
     parser = argparse.ArgumentParser()
     syn.register_cli(parser.add_subparsers(dest="command"))
     out = tmp_path / "cli"
-    args = parser.parse_args(["synthetic", "--out", str(out), "--seed", "2", "--image-size", "48",
-                              "--n-train", "2", "--n-test-good", "1", "--n-test-per-defect", "1",
-                              "--categories", "washer", "weave", "--preview"])
+    args = parser.parse_args(
+        [
+            "synthetic",
+            "--out",
+            str(out),
+            "--seed",
+            "2",
+            "--image-size",
+            "48",
+            "--n-train",
+            "2",
+            "--n-test-good",
+            "1",
+            "--n-test-per-defect",
+            "1",
+            "--categories",
+            "washer",
+            "weave",
+            "--preview",
+        ]
+    )
     assert args.func(args) == 0
     assert (out / "washer" / "ground_truth" / "missing" / "000_mask.png").is_file()
     assert not (out / "marble").exists()

@@ -1,4 +1,5 @@
 """Leave-one-category-out registration training: data plan, target isolation, checkpoints, resume, CLI."""
+
 from __future__ import annotations
 
 import csv
@@ -13,21 +14,45 @@ from data_tools.datasets import DatasetError
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import train as train_module
 from fsad.checkpoint import CHECKPOINT_FORMAT, CheckpointError, check_compatible, read_checkpoint
-from fsad.train import (TrainConfig, TrainingInterrupted, build_model, epoch_plan,
-                        registration_step_loss, train, training_categories)
+from fsad.train import (
+    TrainConfig,
+    TrainingInterrupted,
+    build_model,
+    epoch_plan,
+    registration_step_loss,
+    train,
+    training_categories,
+)
 
 SIZE = 64
 
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), seed=0, image_size=SIZE, n_train=6,
-                                      n_test_good=2, n_test_per_defect=1, categories=["weave", "washer", "bracket"])
+    return generate_synthetic_dataset(
+        tmp_path_factory.mktemp("syn"),
+        seed=0,
+        image_size=SIZE,
+        n_train=6,
+        n_test_good=2,
+        n_test_per_defect=1,
+        categories=["weave", "washer", "bracket"],
+    )
 
 
 def _config(root: Path, out: Path, **overrides) -> TrainConfig:
-    options = dict(data_root=str(root), dataset="synthetic", target="weave", out=str(out), epochs=2, batch_size=2,
-                   image_size=SIZE, weights="random", device="cpu", lr=0.05)
+    options = dict(
+        data_root=str(root),
+        dataset="synthetic",
+        target="weave",
+        out=str(out),
+        epochs=2,
+        batch_size=2,
+        image_size=SIZE,
+        weights="random",
+        device="cpu",
+        lr=0.05,
+    )
     options.update(overrides)
     return TrainConfig(**options)
 
@@ -106,8 +131,20 @@ def test_train_learns_and_writes_a_complete_checkpoint(root: Path, tmp_path: Pat
     assert last == tmp_path / "out" / "last.pt"
     payload = read_checkpoint(last)
     assert payload["format"] == CHECKPOINT_FORMAT
-    for key in ("model_config", "model_state", "target", "dataset", "train_categories", "epoch", "optimizer",
-                "scheduler", "rng", "train_config", "weights", "history"):
+    for key in (
+        "model_config",
+        "model_state",
+        "target",
+        "dataset",
+        "train_categories",
+        "epoch",
+        "optimizer",
+        "scheduler",
+        "rng",
+        "train_config",
+        "weights",
+        "history",
+    ):
         assert key in payload, key
     assert payload["target"] == "weave" and payload["dataset"] == "synthetic" and payload["epoch"] == 2
     assert payload["model_config"]["stn_mode"] == "rotation_scale" and payload["model_config"]["image_size"] == SIZE
@@ -138,8 +175,7 @@ def test_train_learns_and_writes_a_complete_checkpoint(root: Path, tmp_path: Pat
 
 
 def test_train_backbone_option_fine_tunes_it(root: Path, tmp_path: Path) -> None:
-    config = _config(root, tmp_path / "out", epochs=1, max_steps_per_epoch=1, train_backbone=True,
-                     keep_epochs=True)
+    config = _config(root, tmp_path / "out", epochs=1, max_steps_per_epoch=1, train_backbone=True, keep_epochs=True)
     payload = read_checkpoint(train(config, progress=False))
     initial = build_model(_config(root, tmp_path / "x", train_backbone=True))[0].state_dict()
     assert any(not torch.equal(initial[k], v) for k, v in payload["model_state"].items() if k.startswith("backbone."))
@@ -185,7 +221,9 @@ def test_resume_and_overwrite_rules(root: Path, tmp_path: Path) -> None:
     assert train(_config(root, tmp_path / "out", epochs=1, max_steps_per_epoch=1, resume=True)) == last
     assert last.stat().st_mtime_ns == stamp
     # --resume without a checkpoint starts fresh.
-    assert train(_config(root, tmp_path / "new", epochs=1, max_steps_per_epoch=1, resume=True), progress=False).is_file()
+    assert train(
+        _config(root, tmp_path / "new", epochs=1, max_steps_per_epoch=1, resume=True), progress=False
+    ).is_file()
 
 
 def test_mean_of_k_pairing(root: Path, tmp_path: Path) -> None:
@@ -198,8 +236,9 @@ def test_mean_of_k_pairing(root: Path, tmp_path: Path) -> None:
     pair = registration_step_loss(model, x, y[:, None], "pair")
     mean = registration_step_loss(model, x, y[:, None].expand(2, 3, 3, SIZE, SIZE), "mean-of-k")
     assert mean.item() == pytest.approx(pair.item(), abs=1e-5)
-    payload = read_checkpoint(train(_config(root, tmp_path / "run", pairing="mean-of-k", support_k=3, epochs=1),
-                                    progress=False))
+    payload = read_checkpoint(
+        train(_config(root, tmp_path / "run", pairing="mean-of-k", support_k=3, epochs=1), progress=False)
+    )
     assert math.isfinite(payload["history"][0]["mean_loss"])
     with pytest.raises(ValueError, match="support-k"):
         train(_config(root, tmp_path / "bad", pairing="mean-of-k", support_k=6), progress=False)
@@ -227,10 +266,21 @@ def test_evaluation_refuses_mismatched_checkpoints(root: Path, tmp_path: Path) -
         check_compatible(payload, last, target="washer")
 
     def evaluation(**overrides) -> EvaluationConfig:
-        options = dict(data_root=str(root), dataset="synthetic", categories=["weave"], ks=[1], runs=1,
-                       out=str(tmp_path / "eval" / "e.json"), backbone="resnet18", weights="random",
-                       checkpoint=str(last), stn_mode="rotation_scale", augment_families=[], image_size=SIZE,
-                       device="cpu")
+        options = dict(
+            data_root=str(root),
+            dataset="synthetic",
+            categories=["weave"],
+            ks=[1],
+            runs=1,
+            out=str(tmp_path / "eval" / "e.json"),
+            backbone="resnet18",
+            weights="random",
+            checkpoint=str(last),
+            stn_mode="rotation_scale",
+            augment_families=[],
+            image_size=SIZE,
+            device="cpu",
+        )
         options.update(overrides)
         return EvaluationConfig(**options)
 
@@ -247,9 +297,29 @@ def test_cli_parses_into_a_train_config(tmp_path: Path) -> None:
     from fsad import cli
 
     parser = cli.build_parser()
-    args = parser.parse_args(["train", "--data-root", "d", "--dataset", "mvtec", "--target", "bottle", "--out",
-                              str(tmp_path), "--no-stn", "--epochs", "3", "--pairing", "mean-of-k",
-                              "--support-k", "4", "--weights", "random", "--resume"])
+    args = parser.parse_args(
+        [
+            "train",
+            "--data-root",
+            "d",
+            "--dataset",
+            "mvtec",
+            "--target",
+            "bottle",
+            "--out",
+            str(tmp_path),
+            "--no-stn",
+            "--epochs",
+            "3",
+            "--pairing",
+            "mean-of-k",
+            "--support-k",
+            "4",
+            "--weights",
+            "random",
+            "--resume",
+        ]
+    )
     config = cli.train_config(args)
     assert config.stn_mode is None and config.epochs == 3 and config.pairing == "mean-of-k"
     assert config.support_k == 4 and config.resume and config.batch_size == 32 and config.lr == 1e-4
@@ -261,10 +331,32 @@ def test_cli_parses_into_a_train_config(tmp_path: Path) -> None:
 def test_cli_trains_end_to_end(root: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from fsad import cli
 
-    args = cli.build_parser().parse_args(["train", "--data-root", str(root), "--dataset", "synthetic", "--target", "washer",
-                              "--out", str(tmp_path / "o"), "--epochs", "1", "--batch-size", "4",
-                              "--image-size", str(SIZE), "--weights", "random", "--device", "cpu", "--quiet",
-                              "--max-steps-per-epoch", "1"])
+    args = cli.build_parser().parse_args(
+        [
+            "train",
+            "--data-root",
+            str(root),
+            "--dataset",
+            "synthetic",
+            "--target",
+            "washer",
+            "--out",
+            str(tmp_path / "o"),
+            "--epochs",
+            "1",
+            "--batch-size",
+            "4",
+            "--image-size",
+            str(SIZE),
+            "--weights",
+            "random",
+            "--device",
+            "cpu",
+            "--quiet",
+            "--max-steps-per-epoch",
+            "1",
+        ]
+    )
     assert args.func(args) == 0
     assert "left out washer" in capsys.readouterr().out
     assert read_checkpoint(tmp_path / "o" / "last.pt")["target"] == "washer"

@@ -43,6 +43,7 @@ def test_sha256_file(tmp_path):
 
 def test_atomic_write_uses_normal_permissions(tmp_path):
     import os
+
     umask = os.umask(0o022)
     try:
         atomic_write_json(tmp_path / "p.json", {})

@@ -1,4 +1,5 @@
 """Tests for data_tools.verify and the `python -m data_tools verify` command (exit 2 on each bad input)."""
+
 from __future__ import annotations
 
 import subprocess
@@ -148,15 +149,29 @@ def test_category_folder_given_as_root(tmp_path: Path, capsys: pytest.CaptureFix
 
 
 def test_module_entry_point_exit_status(tmp_path: Path) -> None:
-    result = subprocess.run([sys.executable, "-m", "data_tools", "verify", "--root", str(tmp_path / "x"),
-                             "--dataset", "mvtec"], cwd=REPO, capture_output=True, text=True, timeout=120)
+    result = subprocess.run(
+        [sys.executable, "-m", "data_tools", "verify", "--root", str(tmp_path / "x"), "--dataset", "mvtec"],
+        cwd=REPO,
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
     assert result.returncode == 2 and str(tmp_path / "x") in result.stderr
 
 
 @pytest.mark.real_data
-@pytest.mark.parametrize("subset, dataset", [("mvtec_ad_subset", "mvtec"), ("mpdd_subset", "mpdd"),
-                                             ("mvtec_ad_256", "mvtec"), ("mvtec_ad_samples_nomask", "mvtec")])
-def test_shared_subsets_verify(shared_data_root: Path, capsys: pytest.CaptureFixture, subset: str, dataset: str) -> None:
+@pytest.mark.parametrize(
+    "subset, dataset",
+    [
+        ("mvtec_ad_subset", "mvtec"),
+        ("mpdd_subset", "mpdd"),
+        ("mvtec_ad_256", "mvtec"),
+        ("mvtec_ad_samples_nomask", "mvtec"),
+    ],
+)
+def test_shared_subsets_verify(
+    shared_data_root: Path, capsys: pytest.CaptureFixture, subset: str, dataset: str
+) -> None:
     code, out, err = _run(capsys, "--root", str(shared_data_root / subset), "--dataset", dataset)
     assert code == 0, err
     if subset == "mvtec_ad_256":

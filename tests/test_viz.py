@@ -1,4 +1,5 @@
 """Tests of the figure helpers in fsad.viz (the arrays behind the figures, and that figures are saved)."""
+
 from __future__ import annotations
 
 import math
@@ -62,11 +63,11 @@ def test_max_locations_and_inside_outside():
     rows, cols = viz.max_locations(maps)
     assert rows.tolist() == [1, 3, 0] and cols.tolist() == [2, 4, 0]
     masks = np.zeros_like(maps, dtype=bool)
-    masks[0, 1, 2] = True          # image 0: the max is inside the defect
-    masks[2, 2, 2] = True          # image 2: the max (1.0) is outside, inside max is 0.5
+    masks[0, 1, 2] = True  # image 0: the max is inside the defect
+    masks[2, 2, 2] = True  # image 2: the max (1.0) is outside, inside max is 0.5
     inside, outside = viz.max_inside_outside(maps, masks)
     assert inside[0] == 5.0 and outside[0] == 0.0
-    assert np.isnan(inside[1]) and outside[1] == 2.0   # no mask: inside undefined
+    assert np.isnan(inside[1]) and outside[1] == 2.0  # no mask: inside undefined
     assert inside[2] == 0.5 and outside[2] == 1.0
 
 
@@ -127,9 +128,11 @@ def test_contour_panels_share_one_scale_and_take_points_per_panel(tmp_path):
     pts = np.zeros((3, 2))
     fig = viz.contour_panels(gx, gy, {"a": field, "b": 2 * field}, [pts, pts[:2]], levels=(0.5, 1), vmax=2)
     meshes = [ax.collections[0] for ax in fig.axes[:2]]
-    assert all(m.get_clim() == (0, 2) for m in meshes)            # one colour scale for every panel
+    assert all(m.get_clim() == (0, 2) for m in meshes)  # one colour scale for every panel
     assert [ax.get_legend().get_texts()[0].get_text() for ax in fig.axes[:2]] == [
-        "samples the Gaussian is fitted on (N = 3)", "samples the Gaussian is fitted on (N = 2)"]
+        "samples the Gaussian is fitted on (N = 3)",
+        "samples the Gaussian is fitted on (N = 2)",
+    ]
     assert viz.savefig(fig, "contours", tmp_path).stat().st_size > 1000
     with pytest.raises(ValueError, match="one per field"):
         viz.contour_panels(gx, gy, {"a": field}, [pts, pts])

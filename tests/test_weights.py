@@ -1,6 +1,7 @@
 """ResNet-18 weight lookup (torchvision cache, explicit path, $FSAD_WEIGHTS), verification, and
 load_backbone_weights / default_backbone. Never touches the network: TORCH_HOME is a tmp dir and
 torchvision's downloaders are patched to fail the test if called."""
+
 from __future__ import annotations
 
 import json
@@ -38,8 +39,9 @@ def _fake_resnet18(fill: float = 0.25, drop: tuple[str, ...] = ()) -> dict[str, 
     for key, value in torchvision.models.resnet18().state_dict().items():
         if key in drop:
             continue
-        fake[key] = (torch.tensor(fill).expand(value.shape) if value.is_floating_point()
-                     else torch.zeros((), dtype=value.dtype))
+        fake[key] = (
+            torch.tensor(fill).expand(value.shape) if value.is_floating_point() else torch.zeros((), dtype=value.dtype)
+        )
     return fake
 
 
@@ -68,7 +70,7 @@ def test_found_by_name_in_torch_cache(monkeypatch: pytest.MonkeyPatch, offline_t
     state_dict, info = W.resnet18_imagenet_state_dict()
     assert info.kind == "imagenet" and info.backbone == "resnet18"
     assert info.path == str(target) and info.sha256 == sha256_file(target)
-    assert info.sha256.startswith(target.name[len("resnet18-"):-len(".pth")])
+    assert info.sha256.startswith(target.name[len("resnet18-") : -len(".pth")])
     model = torchvision.models.resnet18()
     model.load_state_dict(state_dict, strict=True)
     assert torch.all(model.fc.weight == 0.25)
@@ -92,7 +94,7 @@ def test_wrong_hash_prefix_is_rejected(name: str) -> None:
     W.checkpoints_dir().mkdir(parents=True)
     bad = W.checkpoints_dir() / name
     torch.save(_fake_resnet18(), bad)
-    prefix = name[len("resnet18-"):-len(".pth")]
+    prefix = name[len("resnet18-") : -len(".pth")]
     with pytest.raises(W.WeightsError, match=f"SHA-256 check failed.*{prefix}") as caught:
         W.resnet18_imagenet_state_dict()
     assert str(bad) in str(caught.value) and sha256_file(bad) in str(caught.value)
@@ -105,8 +107,16 @@ def test_missing_lists_every_way_to_provide_it(offline_torch_home: Path) -> None
         W.resnet18_imagenet_state_dict()
     message = str(caught.value)
     cache = str(offline_torch_home / "hub" / "checkpoints")
-    for needle in (cache, "resnet18-f37072fd.pth", "network", "--weights PATH", "FSAD_WEIGHTS",
-                   "--weights random", "--backbone mobilenet_v2", "TORCH_HOME"):
+    for needle in (
+        cache,
+        "resnet18-f37072fd.pth",
+        "network",
+        "--weights PATH",
+        "FSAD_WEIGHTS",
+        "--weights random",
+        "--backbone mobilenet_v2",
+        "TORCH_HOME",
+    ):
         assert needle in message, needle
     assert not W.resnet18_imagenet_available()
     assert W.default_backbone() == "mobilenet_v2"
@@ -177,7 +187,9 @@ def test_download_only_when_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
     with pytest.raises(W.WeightsError, match="not found"):
         W.resnet18_imagenet_state_dict()
     assert calls == []  # default: never try the network
-    with pytest.raises(W.WeightsError, match=r"Downloading https://download.pytorch.org/models/resnet18-f37072fd.pth failed"):
+    with pytest.raises(
+        W.WeightsError, match=r"Downloading https://download.pytorch.org/models/resnet18-f37072fd.pth failed"
+    ):
         W.resnet18_imagenet_state_dict(allow_download=True)
     assert calls == ["https://download.pytorch.org/models/resnet18-f37072fd.pth"]
 
@@ -185,8 +197,14 @@ def test_download_only_when_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_load_backbone_weights_choices(tmp_path: Path) -> None:
     state_dict, info = W.load_backbone_weights("resnet18", "random", seed=7)
     assert state_dict is None
-    assert info.to_dict() == {"backbone": "resnet18", "kind": "random", "path": None, "sha256": None,
-                              "seed": 7, "note": info.note}
+    assert info.to_dict() == {
+        "backbone": "resnet18",
+        "kind": "random",
+        "path": None,
+        "sha256": None,
+        "seed": 7,
+        "note": info.note,
+    }
     json.dumps(info.to_dict())
     with pytest.raises(ValueError, match="resnet18, mobilenet_v2"):
         W.load_backbone_weights("resnet50")
@@ -203,8 +221,10 @@ def test_load_backbone_weights_choices(tmp_path: Path) -> None:
     assert info.kind == "file" and set(state_dict) == set(torchvision.models.resnet18().state_dict())
 
 
-@pytest.mark.skipif(not SHARED_RESNET18.is_file(),
-                    reason=f"genuine torchvision file absent: {SHARED_RESNET18} (see shared/weights/PROVENANCE.md)")
+@pytest.mark.skipif(
+    not SHARED_RESNET18.is_file(),
+    reason=f"genuine torchvision file absent: {SHARED_RESNET18} (see shared/weights/PROVENANCE.md)",
+)
 def test_genuine_shared_resnet18_loads_strictly() -> None:
     state_dict, info = W.resnet18_imagenet_state_dict(SHARED_RESNET18)
     assert info.kind == "imagenet" and info.sha256.startswith("f37072fd")

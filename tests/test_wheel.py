@@ -7,6 +7,7 @@ environment. The installed package directory is made read-only (chmod; root igno
 compares the package's file list and contents before and after) and every output must land under the working
 folder or the user cache, never inside site-packages.
 """
+
 from __future__ import annotations
 
 import hashlib
@@ -25,13 +26,18 @@ pytestmark = pytest.mark.slow
 
 def _run(command: list[str | Path], **kwargs) -> subprocess.CompletedProcess:
     result = subprocess.run([str(c) for c in command], capture_output=True, text=True, **kwargs)
-    assert result.returncode == 0, f"{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    assert result.returncode == 0, (
+        f"{command} failed ({result.returncode}):\n{result.stdout[-3000:]}\n{result.stderr[-3000:]}"
+    )
     return result
 
 
 def _snapshot(folder: Path) -> dict[str, str]:
-    return {str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
-            for p in sorted(folder.rglob("*")) if p.is_file() and "__pycache__" not in p.parts}
+    return {
+        str(p.relative_to(folder)): hashlib.sha256(p.read_bytes()).hexdigest()
+        for p in sorted(folder.rglob("*"))
+        if p.is_file() and "__pycache__" not in p.parts
+    }
 
 
 @pytest.fixture(scope="module")
@@ -66,9 +72,14 @@ def test_installed_wheel_runs_a_tutorial_from_a_copy_without_writing_into_itself
 
     work = tmp_path / "course"
     work.mkdir()
-    env = {**os.environ, "HOME": str(tmp_path / "home"), "XDG_CACHE_HOME": str(tmp_path / "cache"),
-           "JUPYTER_PATH": str(tmp_path / "jupyter" / "share" / "jupyter"), "PYTHONPATH": "",
-           "TORCH_HOME": os.environ.get("TORCH_HOME", str(Path.home() / ".cache" / "torch"))}
+    env = {
+        **os.environ,
+        "HOME": str(tmp_path / "home"),
+        "XDG_CACHE_HOME": str(tmp_path / "cache"),
+        "JUPYTER_PATH": str(tmp_path / "jupyter" / "share" / "jupyter"),
+        "PYTHONPATH": "",
+        "TORCH_HOME": os.environ.get("TORCH_HOME", str(Path.home() / ".cache" / "torch")),
+    }
     for key in ("FSAD_RUNS_DIR", "FSAD_SYNTHETIC_DIR"):
         env.pop(key, None)
     _run([python, "-m", "ipykernel", "install", "--prefix", tmp_path / "jupyter", "--name", "fsad-kit"], env=env)
@@ -78,9 +89,24 @@ def test_installed_wheel_runs_a_tutorial_from_a_copy_without_writing_into_itself
     try:
         _run([python, "-m", "fsad", "notebooks", "--student", work / "notebooks"], cwd=work, env=env)
         assert (work / "notebooks" / "00_quickstart.ipynb").is_file() and (work / "notebooks" / "grids").is_dir()
-        _run([python, "-m", "papermill", "--no-progress-bar", "-k", "fsad-kit", "-p", "smoke", "True",
-              work / "notebooks" / "00_quickstart.ipynb", work / "00_executed.ipynb"],
-             cwd=work / "notebooks", env=env, timeout=900)
+        _run(
+            [
+                python,
+                "-m",
+                "papermill",
+                "--no-progress-bar",
+                "-k",
+                "fsad-kit",
+                "-p",
+                "smoke",
+                "True",
+                work / "notebooks" / "00_quickstart.ipynb",
+                work / "00_executed.ipynb",
+            ],
+            cwd=work / "notebooks",
+            env=env,
+            timeout=900,
+        )
     finally:
         os.chmod(package, 0o755)
     assert _snapshot(package) == before, "running the notebook wrote into the installed package"

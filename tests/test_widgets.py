@@ -2,6 +2,7 @@
 
 The real-browser check (JupyterLab + Chromium) is tests/test_browser.py.
 """
+
 from __future__ import annotations
 
 from pathlib import Path
@@ -23,8 +24,15 @@ OPTIONS = dict(ks=KS, image_size=SIZE, backbone="mobilenet_v2", weights="random"
 
 @pytest.fixture(scope="module")
 def root(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    return generate_synthetic_dataset(tmp_path_factory.mktemp("syn"), seed=0, image_size=SIZE, n_train=4,
-                                      n_test_good=3, n_test_per_defect=2, categories=CATEGORIES)
+    return generate_synthetic_dataset(
+        tmp_path_factory.mktemp("syn"),
+        seed=0,
+        image_size=SIZE,
+        n_train=4,
+        n_test_good=3,
+        n_test_per_defect=2,
+        categories=CATEGORIES,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -59,10 +67,22 @@ def test_controls_rerun_and_match_run_evaluation(explorer, root: Path, tmp_path:
     assert "12 support views" in explorer.auroc_label.value  # 2 x (1 + 1 + 1 + 3)
 
     # The widget's numbers are run_evaluation's for the same setting (run 0): the wiring adds nothing.
-    config = EvaluationConfig(data_root=str(root), dataset="synthetic", categories=["washer"], ks=[2], runs=1,
-                              out=str(tmp_path / "eval.json"), method="regad", backbone="mobilenet_v2",
-                              weights="random", stn_mode=None, augment_families=["flip", "gray", "rot90"],
-                              image_size=SIZE, device="cpu", seed=0)
+    config = EvaluationConfig(
+        data_root=str(root),
+        dataset="synthetic",
+        categories=["washer"],
+        ks=[2],
+        runs=1,
+        out=str(tmp_path / "eval.json"),
+        method="regad",
+        backbone="mobilenet_v2",
+        weights="random",
+        stn_mode=None,
+        augment_families=["flip", "gray", "rot90"],
+        image_size=SIZE,
+        device="cpu",
+        seed=0,
+    )
     cell = run_evaluation(config, progress=False)["cells"][0]
     assert cell["support_files"] == explorer.result.support_files
     assert explorer.result.image_auroc == pytest.approx(cell["image_auroc"], abs=1e-9)
@@ -112,8 +132,12 @@ def test_session_errors(root: Path, tmp_path: Path) -> None:
         session.evaluate("weave", 1, (), None)
     # A checkpoint folder without a file for this setting falls back to the untrained model.
     (tmp_path / "ckpts").mkdir()
-    assert ExplorerSession(root, "synthetic", ["washer"], checkpoint_dir=tmp_path / "ckpts",
-                           **OPTIONS).checkpoint_for("washer", "rotation") is None
+    assert (
+        ExplorerSession(root, "synthetic", ["washer"], checkpoint_dir=tmp_path / "ckpts", **OPTIONS).checkpoint_for(
+            "washer", "rotation"
+        )
+        is None
+    )
 
 
 def test_panel_rows() -> None:

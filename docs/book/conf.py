@@ -4,6 +4,7 @@ The pages are the executed smoke-mode notebooks (MyST-NB, never re-executed here
 rendered by MathJax 3 served from the site itself (the ``sphinx-mathjax-offline`` package carries its files), so
 the site works without any network.
 """
+
 project = "fsad-kit: few-shot anomaly detection by feature registration"
 author = "fsad-kit contributors"
 extensions = ["myst_nb", "sphinx-mathjax-offline"]

@@ -2,6 +2,7 @@
 
 ``attention`` and ``deform`` (RCM-FSAD) are imported lazily by :class:`RegADModel` when switched on.
 """
+
 from __future__ import annotations
 
 from fsad.models.backbone import (
@@ -28,8 +29,27 @@ from fsad.models.stn import (
 )
 
 __all__ = [
-    "ATTENTION_KINDS", "BACKBONE_TABLE", "BackboneSpec", "backbone_names", "register_backbone", "IDENTITY_PARAMS", "MODE_PARAMS", "STAGE_CHANNELS", "STAGE_STRIDES", "STN_MODES",
-    "FeatureExtractor", "RegADModel", "RegADOutput", "SiameseEncoder", "SiamesePredictor", "SpatialTransformer",
-    "compose_theta", "invert_theta", "negative_cosine", "params_to_theta", "registration_loss", "theta_to_params",
+    "ATTENTION_KINDS",
+    "BACKBONE_TABLE",
+    "BackboneSpec",
+    "backbone_names",
+    "register_backbone",
+    "IDENTITY_PARAMS",
+    "MODE_PARAMS",
+    "STAGE_CHANNELS",
+    "STAGE_STRIDES",
+    "STN_MODES",
+    "FeatureExtractor",
+    "RegADModel",
+    "RegADOutput",
+    "SiameseEncoder",
+    "SiamesePredictor",
+    "SpatialTransformer",
+    "compose_theta",
+    "invert_theta",
+    "negative_cosine",
+    "params_to_theta",
+    "registration_loss",
+    "theta_to_params",
     "warp",
 ]

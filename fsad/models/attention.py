@@ -17,6 +17,7 @@ initialised conv), so at initialisation TAM/MAM roughly halve the image the back
 connection, so none is added here; the attention weights are trained with the rest of the
 registration network.
 """
+
 from __future__ import annotations
 
 import torch
@@ -69,7 +70,9 @@ class AttentionGate(nn.Module):
     def __init__(self, kernel_size: int = GATE_KERNEL_SIZE) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer so the gate keeps the size; got {kernel_size}")
+            raise ValueError(
+                f"kernel_size must be a positive odd integer so the gate keeps the size; got {kernel_size}"
+            )
         self.pool = ZPool(dim=1)
         self.conv = nn.Conv2d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm2d(1, eps=GATE_BN_EPS, momentum=GATE_BN_MOMENTUM)
@@ -98,7 +101,9 @@ class ChannelGate(nn.Module):
     def __init__(self, kernel_size: int = GATE_KERNEL_SIZE) -> None:
         super().__init__()
         if kernel_size < 1 or kernel_size % 2 == 0:
-            raise ValueError(f"kernel_size must be a positive odd integer so the gate keeps the size; got {kernel_size}")
+            raise ValueError(
+                f"kernel_size must be a positive odd integer so the gate keeps the size; got {kernel_size}"
+            )
         self.conv = nn.Conv1d(2, 1, kernel_size, padding=kernel_size // 2, bias=False)
         self.bn = nn.BatchNorm1d(1, eps=GATE_BN_EPS, momentum=GATE_BN_MOMENTUM)
 
@@ -117,8 +122,10 @@ def _check_input(x: Tensor, channels: int, name: str) -> None:
     if x.dim() != 4:
         raise ValueError(f"{name} expects a 4-D tensor [N,C,H,W]; got shape {tuple(x.shape)}")
     if x.shape[1] != channels:
-        raise ValueError(f"{name} was built for {channels} channels but got {x.shape[1]} "
-                         f"(input shape {tuple(x.shape)}); build it with channels={x.shape[1]}")
+        raise ValueError(
+            f"{name} was built for {channels} channels but got {x.shape[1]} "
+            f"(input shape {tuple(x.shape)}); build it with channels={x.shape[1]}"
+        )
 
 
 class TripletAttention(nn.Module):
@@ -280,6 +287,8 @@ def attention_maps(module: nn.Module, x: Tensor) -> dict[str, Tensor]:
     if isinstance(module, nn.Identity):
         return {}
     if not isinstance(module, TripletAttention):
-        raise TypeError(f"attention_maps needs a TripletAttention/MultidimensionalAttention or nn.Identity "
-                        f"(from build_attention); got {type(module).__name__}")
+        raise TypeError(
+            f"attention_maps needs a TripletAttention/MultidimensionalAttention or nn.Identity "
+            f"(from build_attention); got {type(module).__name__}"
+        )
     return {name: g.detach() for name, g in module.gates(x).items()}

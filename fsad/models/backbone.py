@@ -1,4 +1,5 @@
 """Three-stage CNN feature extractor for RegAD, and the backbone table (ResNet-18, MobileNetV2, registered ones)."""
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -9,8 +10,14 @@ import torchvision
 from torch import Tensor, nn
 
 __all__ = [
-    "BACKBONE_TABLE", "BackboneSpec", "STAGE_CHANNELS", "STAGE_STRIDES", "FeatureExtractor", "backbone_names",
-    "backbone_spec", "register_backbone",
+    "BACKBONE_TABLE",
+    "BackboneSpec",
+    "STAGE_CHANNELS",
+    "STAGE_STRIDES",
+    "FeatureExtractor",
+    "backbone_names",
+    "backbone_spec",
+    "register_backbone",
 ]
 
 # Downsampling of each stage's output w.r.t. the input image (the same for both shipped backbones).
@@ -39,8 +46,9 @@ class BackboneSpec:
 
 def _resnet_stages(model: nn.Module) -> list[nn.Module]:
     return [
-        nn.Sequential(OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool,
-                                  layer1=model.layer1)),
+        nn.Sequential(
+            OrderedDict(conv1=model.conv1, bn1=model.bn1, relu=model.relu, maxpool=model.maxpool, layer1=model.layer1)
+        ),
         nn.Sequential(OrderedDict(layer2=model.layer2)),
         nn.Sequential(OrderedDict(layer3=model.layer3)),
     ]
@@ -59,8 +67,9 @@ BACKBONE_TABLE: dict[str, BackboneSpec] = {
     spec.name: spec
     for spec in (
         BackboneSpec("resnet18", lambda: torchvision.models.resnet18(weights=None), _resnet_stages, (64, 128, 256)),
-        BackboneSpec("mobilenet_v2", lambda: torchvision.models.mobilenet_v2(weights=None), _mobilenet_v2_stages,
-                     (24, 32, 96)),
+        BackboneSpec(
+            "mobilenet_v2", lambda: torchvision.models.mobilenet_v2(weights=None), _mobilenet_v2_stages, (24, 32, 96)
+        ),
     )
 }
 
@@ -110,15 +119,18 @@ def _load_strict(model: nn.Module, state_dict: Mapping[str, Tensor], backbone: s
         result = model.load_state_dict(state_dict, strict=False)
         missing, unexpected = list(result.missing_keys), list(result.unexpected_keys)
     except RuntimeError as err:  # shape mismatches raise even with strict=False
-        raise ValueError(f"state_dict is not a torchvision {backbone} state dict: {err}. Get one from "
-                         f"fsad.weights.load_backbone_weights({backbone!r}) or torchvision.models.{backbone}()"
-                         ".state_dict()") from err
+        raise ValueError(
+            f"state_dict is not a torchvision {backbone} state dict: {err}. Get one from "
+            f"fsad.weights.load_backbone_weights({backbone!r}) or torchvision.models.{backbone}()"
+            ".state_dict()"
+        ) from err
     if missing or unexpected:
         raise ValueError(
             f"state_dict is not a torchvision {backbone} state dict: missing keys {missing[:5]}"
             f"{'…' if len(missing) > 5 else ''} ({len(missing)}), unexpected keys {unexpected[:5]}"
             f"{'…' if len(unexpected) > 5 else ''} ({len(unexpected)}). Get one from "
-            f"fsad.weights.load_backbone_weights({backbone!r}) or torchvision.models.{backbone}().state_dict()")
+            f"fsad.weights.load_backbone_weights({backbone!r}) or torchvision.models.{backbone}().state_dict()"
+        )
 
 
 class FeatureExtractor(nn.Module):

@@ -1,4 +1,5 @@
 """Modulated deformable convolution (DCNv2, Zhu et al., CVPR 2019) for the RCM-FSAD Siamese encoder."""
+
 from __future__ import annotations
 
 import math
@@ -57,9 +58,16 @@ class ModulatedDeformConv2d(nn.Module):
         torch.Size([2, 2, 14, 14])
     """
 
-    def __init__(self, in_channels: int, out_channels: int, kernel_size: int | tuple[int, int],
-                 stride: int | tuple[int, int] = 1, padding: int | tuple[int, int] = 0,
-                 dilation: int | tuple[int, int] = 1, bias: bool = True) -> None:
+    def __init__(
+        self,
+        in_channels: int,
+        out_channels: int,
+        kernel_size: int | tuple[int, int],
+        stride: int | tuple[int, int] = 1,
+        padding: int | tuple[int, int] = 0,
+        dilation: int | tuple[int, int] = 1,
+        bias: bool = True,
+    ) -> None:
         super().__init__()
         if in_channels < 1 or out_channels < 1:
             raise ValueError(f"in_channels and out_channels must be >= 1; got {in_channels}, {out_channels}")
@@ -69,8 +77,12 @@ class ModulatedDeformConv2d(nn.Module):
         self.stride = _pair(stride)
         self.padding = _pair(padding)
         self.dilation = _pair(dilation)
-        for name, value, low in (("kernel_size", self.kernel_size, 1), ("stride", self.stride, 1),
-                                 ("padding", self.padding, 0), ("dilation", self.dilation, 1)):
+        for name, value, low in (
+            ("kernel_size", self.kernel_size, 1),
+            ("stride", self.stride, 1),
+            ("padding", self.padding, 0),
+            ("dilation", self.dilation, 1),
+        ):
             if min(value) < low:
                 raise ValueError(f"{name} must be >= {low}; got {value}")
         kh, kw = self.kernel_size
@@ -86,8 +98,12 @@ class ModulatedDeformConv2d(nn.Module):
             pads.append(p - span // 2 + PREDICTOR_KERNEL_SIZE // 2 if span % 2 == 0 else -1)
         if min(pads) >= 0:
             return {"kernel_size": PREDICTOR_KERNEL_SIZE, "stride": self.stride, "padding": tuple(pads)}
-        return {"kernel_size": self.kernel_size, "stride": self.stride, "padding": self.padding,
-                "dilation": self.dilation}
+        return {
+            "kernel_size": self.kernel_size,
+            "stride": self.stride,
+            "padding": self.padding,
+            "dilation": self.dilation,
+        }
 
     def reset_parameters(self) -> None:
         """Main weights as ``nn.Conv2d`` initialises them; predictor zeroed (offset 0, mask 1)."""
@@ -108,10 +124,19 @@ class ModulatedDeformConv2d(nn.Module):
             ValueError: grouped convs or non-zero padding modes (not supported here).
         """
         if conv.groups != 1 or conv.padding_mode != "zeros" or isinstance(conv.padding, str):
-            raise ValueError("from_conv supports groups=1, padding_mode='zeros' and integer padding; got "
-                             f"groups={conv.groups}, padding_mode={conv.padding_mode!r}, padding={conv.padding!r}")
-        dcn = cls(conv.in_channels, conv.out_channels, conv.kernel_size, conv.stride, conv.padding,
-                  conv.dilation, bias=conv.bias is not None)
+            raise ValueError(
+                "from_conv supports groups=1, padding_mode='zeros' and integer padding; got "
+                f"groups={conv.groups}, padding_mode={conv.padding_mode!r}, padding={conv.padding!r}"
+            )
+        dcn = cls(
+            conv.in_channels,
+            conv.out_channels,
+            conv.kernel_size,
+            conv.stride,
+            conv.padding,
+            conv.dilation,
+            bias=conv.bias is not None,
+        )
         with torch.no_grad():
             dcn.weight.copy_(conv.weight)
             if conv.bias is not None:
@@ -129,9 +154,19 @@ class ModulatedDeformConv2d(nn.Module):
         if x.dim() != 4 or x.shape[1] != self.in_channels:
             raise ValueError(f"{type(self).__name__} expects [N,{self.in_channels},H,W]; got {tuple(x.shape)}")
         offset, mask = self.offsets_and_mask(x)
-        return deform_conv2d(x, offset, self.weight, self.bias, stride=self.stride, padding=self.padding,
-                             dilation=self.dilation, mask=mask)
+        return deform_conv2d(
+            x,
+            offset,
+            self.weight,
+            self.bias,
+            stride=self.stride,
+            padding=self.padding,
+            dilation=self.dilation,
+            mask=mask,
+        )
 
     def extra_repr(self) -> str:
-        return (f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
-                f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}")
+        return (
+            f"{self.in_channels}, {self.out_channels}, kernel_size={self.kernel_size}, stride={self.stride}, "
+            f"padding={self.padding}, dilation={self.dilation}, bias={self.bias is not None}"
+        )

@@ -1,4 +1,5 @@
 """RegAD model: backbone stages each followed by an STN, SimSiam heads on the last stage (pure nn.Module)."""
+
 from __future__ import annotations
 
 from collections.abc import Mapping
@@ -11,8 +12,7 @@ from torch import Tensor, nn
 
 from fsad.models.backbone import FeatureExtractor, backbone_spec
 from fsad.models.siamese import SiameseEncoder, SiamesePredictor, registration_loss
-from fsad.models.stn import DEFAULT_STN_MODE, STN_MODES, SpatialTransformer, compose_theta, invert_theta, \
-    warp_if_needed
+from fsad.models.stn import DEFAULT_STN_MODE, STN_MODES, SpatialTransformer, compose_theta, invert_theta, warp_if_needed
 
 __all__ = ["ATTENTION_KINDS", "RegADOutput", "RegADModel"]
 
@@ -73,27 +73,50 @@ class RegADModel(nn.Module):
         torch.Size([1, 448, 56, 56])
     """
 
-    def __init__(self, backbone: str = "resnet18", image_size: int = DEFAULT_IMAGE_SIZE,
-                 stn_mode: str | None = DEFAULT_STN_MODE, attention: str = "none", dcn: bool = False,
-                 backbone_state_dict: Mapping[str, Tensor] | None = None, *, seed: int | None = None,
-                 encoder_out_bn: bool = False, predictor_hidden: int | None = None) -> None:
+    def __init__(
+        self,
+        backbone: str = "resnet18",
+        image_size: int = DEFAULT_IMAGE_SIZE,
+        stn_mode: str | None = DEFAULT_STN_MODE,
+        attention: str = "none",
+        dcn: bool = False,
+        backbone_state_dict: Mapping[str, Tensor] | None = None,
+        *,
+        seed: int | None = None,
+        encoder_out_bn: bool = False,
+        predictor_hidden: int | None = None,
+    ) -> None:
         super().__init__()
         spec = backbone_spec(backbone)  # a clear error listing the valid backbones
-        if (isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < IMAGE_SIZE_MULTIPLE
-                or image_size % IMAGE_SIZE_MULTIPLE):
-            raise ValueError(f"image_size must be an int multiple of {IMAGE_SIZE_MULTIPLE} and >= "
-                             f"{IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, or 64 for quick tests); "
-                             f"got {image_size!r}")
+        if (
+            isinstance(image_size, bool)
+            or not isinstance(image_size, int)
+            or image_size < IMAGE_SIZE_MULTIPLE
+            or image_size % IMAGE_SIZE_MULTIPLE
+        ):
+            raise ValueError(
+                f"image_size must be an int multiple of {IMAGE_SIZE_MULTIPLE} and >= "
+                f"{IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, or 64 for quick tests); "
+                f"got {image_size!r}"
+            )
         if stn_mode is not None and stn_mode not in STN_MODES:
-            raise ValueError(f"unknown stn_mode {stn_mode!r}; valid modes: {', '.join(STN_MODES)}, "
-                             "or None to switch the STNs off")
+            raise ValueError(
+                f"unknown stn_mode {stn_mode!r}; valid modes: {', '.join(STN_MODES)}, or None to switch the STNs off"
+            )
         if attention not in ATTENTION_KINDS:
             raise ValueError(f"unknown attention {attention!r}; valid kinds: {', '.join(ATTENTION_KINDS)}")
         if not isinstance(dcn, bool):
             raise ValueError(f"dcn must be True or False, got {dcn!r}")
         self._config: dict[str, Any] = dict(
-            backbone=backbone, image_size=image_size, stn_mode=stn_mode, attention=attention, dcn=dcn,
-            seed=seed, encoder_out_bn=encoder_out_bn, predictor_hidden=predictor_hidden)
+            backbone=backbone,
+            image_size=image_size,
+            stn_mode=stn_mode,
+            attention=attention,
+            dcn=dcn,
+            seed=seed,
+            encoder_out_bn=encoder_out_bn,
+            predictor_hidden=predictor_hidden,
+        )
         self._backbone_frozen = False
 
         rng = torch.random.fork_rng(devices=[], enabled=seed is not None)
@@ -112,7 +135,8 @@ class RegADModel(nn.Module):
                 self.stns = None
             else:
                 self.stns = nn.ModuleList(
-                    SpatialTransformer(c, image_size // s, stn_mode) for c, s in zip(channels, spec.strides))
+                    SpatialTransformer(c, image_size // s, stn_mode) for c, s in zip(channels, spec.strides)
+                )
             self.encoder = SiameseEncoder(channels[-1], out_bn=encoder_out_bn, dcn=dcn)
             self.predictor = SiamesePredictor(channels[-1], hidden=predictor_hidden)
         self.channels: tuple[int, int, int] = channels
@@ -170,8 +194,10 @@ class RegADModel(nn.Module):
     def _check_input(self, x: Tensor) -> None:
         size = self.image_size
         if x.ndim != 4 or x.shape[1] != 3 or x.shape[-2:] != (size, size):
-            raise ValueError(f"RegADModel built for images [N, 3, {size}, {size}] got {tuple(x.shape)}; resize the "
-                             f"images or build the model with image_size={x.shape[-1] if x.ndim == 4 else '?'}")
+            raise ValueError(
+                f"RegADModel built for images [N, 3, {size}, {size}] got {tuple(x.shape)}; resize the "
+                f"images or build the model with image_size={x.shape[-1] if x.ndim == 4 else '?'}"
+            )
 
     def registered_features(self, x: Tensor) -> tuple[list[Tensor], list[Tensor | None]]:
         """Stage features after their STNs, and the θ of each STN (no Siamese heads).
@@ -272,16 +298,21 @@ class RegADModel(nn.Module):
                 size = aligned[0].shape[-2:]
                 shape = (x.shape[0], self.embed_channels, *size)
                 if out is None:
-                    out = torch.empty(shape, dtype=aligned[0].dtype, device=aligned[0].device,
-                                      memory_format=torch.channels_last)
+                    out = torch.empty(
+                        shape, dtype=aligned[0].dtype, device=aligned[0].device, memory_format=torch.channels_last
+                    )
                 elif tuple(out.shape) != shape:
                     raise ValueError(f"out must have shape {list(shape)}, got {list(out.shape)}")
                 start = 0
                 for i, f in enumerate(aligned):
                     if i > 0:  # channels-last input keeps the fast channels-last upsampling kernel
-                        f = F.interpolate(f.contiguous(memory_format=torch.channels_last), size=size,
-                                          mode="bilinear", align_corners=False)
-                    out[:, start:start + f.shape[1]].copy_(f)
+                        f = F.interpolate(
+                            f.contiguous(memory_format=torch.channels_last),
+                            size=size,
+                            mode="bilinear",
+                            align_corners=False,
+                        )
+                    out[:, start : start + f.shape[1]].copy_(f)
                     start += f.shape[1]
                 return out
         finally:

@@ -10,6 +10,7 @@ summarises as "three 1×1 convolutional layers" / "two 1×1 convolutional layers
 
 All convolutions are bias-free as in the authors' code. No pooling anywhere: the loss is per spatial position.
 """
+
 from __future__ import annotations
 
 from collections import OrderedDict
@@ -51,8 +52,12 @@ class SiameseEncoder(nn.Module):
         else:
             conv1 = _conv1x1(c, c)
         layers: list[tuple[str, nn.Module]] = [
-            ("conv1", conv1), ("bn1", nn.BatchNorm2d(c)), ("relu1", nn.ReLU(inplace=True)),
-            ("conv2", _conv1x1(c, c)), ("bn2", nn.BatchNorm2d(c)), ("relu2", nn.ReLU(inplace=True)),
+            ("conv1", conv1),
+            ("bn1", nn.BatchNorm2d(c)),
+            ("relu1", nn.ReLU(inplace=True)),
+            ("conv2", _conv1x1(c, c)),
+            ("bn2", nn.BatchNorm2d(c)),
+            ("relu2", nn.ReLU(inplace=True)),
             ("conv3", _conv1x1(c, c)),
         ]
         if out_bn:
@@ -81,10 +86,16 @@ class SiamesePredictor(nn.Module):
         hidden = in_channels if hidden is None else hidden
         if in_channels < 1 or hidden < 1:
             raise ValueError(f"in_channels and hidden must be >= 1, got {in_channels}, {hidden}")
-        self.net = nn.Sequential(OrderedDict([
-            ("conv1", _conv1x1(in_channels, hidden)), ("bn1", nn.BatchNorm2d(hidden)), ("relu1", nn.ReLU(inplace=True)),
-            ("conv2", _conv1x1(hidden, in_channels)),
-        ]))
+        self.net = nn.Sequential(
+            OrderedDict(
+                [
+                    ("conv1", _conv1x1(in_channels, hidden)),
+                    ("bn1", nn.BatchNorm2d(hidden)),
+                    ("relu1", nn.ReLU(inplace=True)),
+                    ("conv2", _conv1x1(hidden, in_channels)),
+                ]
+            )
+        )
 
     def forward(self, x: Tensor) -> Tensor:
         return self.net(x)

@@ -35,6 +35,7 @@ reaches 0 makes θ singular; :func:`invert_theta` then raises a clear error.
 scale. The kit uses the proper composition ``R·S = [[sx·cos, -sy·sin], [sx·sin, sy·cos]]``. Both agree at the
 identity and to first order around it (same bias, same initial gradient); they differ only for large angles.
 """
+
 from __future__ import annotations
 
 import math
@@ -81,8 +82,19 @@ MODE_PARAMS: dict[str, tuple[str, ...]] = {
     "rotation_translation_scale": ("angle", "tx", "ty", "sx", "sy"),
     "affine": ("a11", "a12", "tx", "a21", "a22", "ty"),
 }
-_NEUTRAL = {"angle": 0.0, "tx": 0.0, "ty": 0.0, "sx": 1.0, "sy": 1.0, "shx": 0.0, "shy": 0.0,
-            "a11": 1.0, "a12": 0.0, "a21": 0.0, "a22": 1.0}
+_NEUTRAL = {
+    "angle": 0.0,
+    "tx": 0.0,
+    "ty": 0.0,
+    "sx": 1.0,
+    "sy": 1.0,
+    "shx": 0.0,
+    "shy": 0.0,
+    "a11": 1.0,
+    "a12": 0.0,
+    "a21": 0.0,
+    "a22": 1.0,
+}
 # Bias of the last FC layer: the parameter vector whose θ is the identity.
 IDENTITY_PARAMS: dict[str, tuple[float, ...]] = {
     mode: tuple(_NEUTRAL[name] for name in names) for mode, names in MODE_PARAMS.items()
@@ -156,10 +168,13 @@ def theta_to_params(theta: Tensor, mode: str) -> Tensor:
     m10, m11, ty = theta[:, 1].unbind(dim=1)
     # Columns of R·diag(sx, sy) are sx·(cos, sin) and sy·(-sin, cos).
     values = {
-        "tx": tx, "ty": ty,
+        "tx": tx,
+        "ty": ty,
         "angle": torch.atan2(m10, m00),
-        "sx": torch.hypot(m00, m10), "sy": torch.hypot(m01, m11),
-        "shx": m01, "shy": m10,
+        "sx": torch.hypot(m00, m10),
+        "sy": torch.hypot(m01, m11),
+        "shx": m01,
+        "shy": m10,
     }
     if mode == "scale":
         values["sx"], values["sy"] = m00, m11
@@ -188,8 +203,10 @@ def invert_theta(theta: Tensor) -> Tensor:
     det = a * d - b * c
     if bool((det.abs() < 1e-8).any()):
         bad = torch.nonzero(det.abs() < 1e-8).flatten().tolist()
-        raise ValueError(f"theta is singular (|det| < 1e-8) for batch items {bad}; an STN scale has probably "
-                         "collapsed to 0 — check the training run (learning rate) or use stn_mode without scale")
+        raise ValueError(
+            f"theta is singular (|det| < 1e-8) for batch items {bad}; an STN scale has probably "
+            "collapsed to 0 — check the training run (learning rate) or use stn_mode without scale"
+        )
     ia, ib, ic, id_ = d / det, -b / det, -c / det, a / det
     row0 = torch.stack([ia, ib, -(ia * tx + ib * ty)], dim=1)
     row1 = torch.stack([ic, id_, -(ic * tx + id_ * ty)], dim=1)
@@ -340,8 +357,10 @@ class SpatialTransformer(nn.Module):
         runs: BatchNorm updates its running statistics and the zero weights still receive a gradient.
         """
         if x.ndim != 4 or x.shape[-2:] != (self.in_size, self.in_size):
-            raise ValueError(f"SpatialTransformer built for {self.in_size}×{self.in_size} maps got input "
-                             f"{tuple(x.shape)}; rebuild the model with the image_size of your inputs")
+            raise ValueError(
+                f"SpatialTransformer built for {self.in_size}×{self.in_size} maps got input "
+                f"{tuple(x.shape)}; rebuild the model with the image_size of your inputs"
+            )
         if not self.training and not torch.is_grad_enabled():
             bias = self._constant_params()
             if bias is not None:
@@ -356,8 +375,12 @@ class SpatialTransformer(nn.Module):
         """
         theta = self.predict_theta(x)
         warped = warp_if_needed(x, theta)
-        if warped is not x and x.dim() == 4 and not x.is_contiguous() \
-                and x.is_contiguous(memory_format=torch.channels_last):
+        if (
+            warped is not x
+            and x.dim() == 4
+            and not x.is_contiguous()
+            and x.is_contiguous(memory_format=torch.channels_last)
+        ):
             warped = warped.contiguous(memory_format=torch.channels_last)
         return warped, theta
 
