@@ -196,6 +196,8 @@ CONFIG_COLUMNS = (
     "dcn",
     "channel_subset",
     "coreset_ratio",
+    "patchcore_border",
+    "patchcore_image_score",
     "seed",
     "manifest",
 )
