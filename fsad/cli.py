@@ -159,6 +159,17 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def mark_method_options(parser: argparse.ArgumentParser) -> None:
+    """Append to each method-owned flag's help the methods it applies to (from the method registry)."""
+    from fsad.evaluate import METHOD_OPTIONS
+
+    owners = {flag: methods for methods, flags in METHOD_OPTIONS.values() for flag in flags.split(" / ")}
+    for action in parser._actions:
+        methods = next((owners[o] for o in action.option_strings if o in owners), None)
+        if methods and action.help:
+            action.help = f"{action.help} [--method {' / '.join(methods)} only]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fsad.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMATS
     from fsad.methods import method_names, method_spec
@@ -226,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(evaluate)
+    mark_method_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     train = add_command(
