@@ -159,8 +159,20 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def mark_method_options(parser: argparse.ArgumentParser) -> None:
+    """Append to each method-owned flag's help the methods it applies to (from the method registry)."""
+    from fsad.evaluate import METHOD_OPTIONS
+
+    owners = {flag: methods for methods, flags in METHOD_OPTIONS.values() for flag in flags.split(" / ")}
+    for action in parser._actions:
+        methods = next((owners[o] for o in action.option_strings if o in owners), None)
+        if methods and action.help:
+            action.help = f"{action.help} [--method {' / '.join(methods)} only]"
+
+
 def build_parser() -> argparse.ArgumentParser:
     from fsad.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMATS
+    from fsad.methods import method_names, method_spec
     from fsad.patchcore import BORDERS, IMAGE_SCORES
 
     parser = argparse.ArgumentParser(
@@ -186,9 +198,9 @@ def build_parser() -> argparse.ArgumentParser:
     evaluate.add_argument("--runs", type=int, default=10, help="support sets per k (the paper: 10)")
     evaluate.add_argument(
         "--method",
-        choices=("regad", "padim", "patchcore"),
+        choices=method_names(),
         default="regad",
-        help="regad (augmented Gaussian, optional trained STNs), padim or patchcore",
+        help="; ".join(f"{name} ({method_spec(name).description or name})" for name in method_names()),
     )
     evaluate.add_argument("--manifest", help="support-set manifest JSON (default: committed one, else from the root)")
     evaluate.add_argument("--checkpoint", help="registration-trained checkpoint (default: untrained, the 'A' row)")
@@ -198,7 +210,8 @@ def build_parser() -> argparse.ArgumentParser:
         nargs="+",
         choices=AUGMENT_FAMILIES + ("all",),
         help=f"augmentation families ({', '.join(AUGMENT_FAMILIES)}, or all); default: all for "
-        "regad/padim, none for patchcore",
+        f"{'/'.join(n for n in method_names() if method_spec(n).augments_by_default)}, none for "
+        f"{'/'.join(n for n in method_names() if not method_spec(n).augments_by_default)}",
     )
     evaluate.add_argument("--channel-subset", type=int, help="PaDiM's random channel subset size d")
     evaluate.add_argument("--coreset-ratio", type=float, help="PatchCore greedy coreset ratio (default: full bank)")
@@ -224,6 +237,7 @@ def build_parser() -> argparse.ArgumentParser:
     )
     evaluate.add_argument("--quiet", action="store_true", help="no progress bar")
     add_model_options(evaluate)
+    mark_method_options(evaluate)
     evaluate.set_defaults(func=cmd_evaluate)
 
     train = add_command(
@@ -431,13 +445,15 @@ def evaluation_config(args: argparse.Namespace) -> Any:
     from fsad.evaluate import EvaluationConfig
 
     # RegAD/PaDiM augment supports by default (the paper's 'A'); PatchCore's bank is plain unless asked,
-    # since 22 views multiply its nearest-neighbour search by 22.
+    # since 22 views multiply its nearest-neighbour search by 22 (MethodSpec.augments_by_default).
+    from fsad.methods import method_spec
+
     if args.no_augment:
         families: Sequence[str] = []
     elif args.augment:
         families = list(AUGMENT_FAMILIES) if "all" in args.augment else list(dict.fromkeys(args.augment))
     else:
-        families = [] if args.method == "patchcore" else list(AUGMENT_FAMILIES)
+        families = list(AUGMENT_FAMILIES) if method_spec(args.method).augments_by_default else []
     stn_mode = None if getattr(args, "no_stn", False) else args.stn_mode
     return EvaluationConfig(
         data_root=args.data_root,

@@ -12,7 +12,7 @@ import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator, Mapping
 
 import torch
 from tqdm.auto import tqdm
@@ -28,7 +28,7 @@ from data_tools.manifests import (
 )
 from fsad.augment import AUGMENT_FAMILIES
 from fsad.errors import CheckpointError, ConfigError, OutputExistsError
-from fsad.methods import METHODS, GaussianMethod, maps_and_image_scores
+from fsad.methods import FewShotMethod, find_method_spec, maps_and_image_scores, method_names, method_spec
 from fsad.metrics import aupro, f1_max, image_auroc, pixel_auroc
 from fsad.results import ResultsFile, check_resume, format_table, read_results_for_resume, summarise
 from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file, synchronize
@@ -78,31 +78,53 @@ class EvaluationConfig:
         key = dataclasses.asdict(self)
         for name in ("categories", "ks", "runs", "out", "resume", "overwrite", "device"):
             key.pop(name)
-        if self.method != "patchcore":  # files of the other methods resume as before these options existed
-            key.pop("patchcore_border")
-            key.pop("patchcore_image_score")
+        spec = find_method_spec(self.method)
+        for name in _LATE_OPTIONS:  # files of the methods without them resume as before these options existed
+            if spec is None or name not in spec.option_fields:
+                key.pop(name)
         return key
 
 
-#: Options that belong to some methods only: config field -> (methods it applies to, CLI flag). A field that
-#: differs from its default under another method is refused (naming the method it belongs to), never silently
-#: ignored and recorded as if it had been used. A new method-specific option is one row here.
-METHOD_OPTIONS: dict[str, tuple[tuple[str, ...], str]] = {
-    "checkpoint": (("regad",), "--checkpoint"),
-    "stn_mode": (("regad",), "--stn-mode / --no-stn"),
-    "attention": (("regad",), "--attention"),
-    "dcn": (("regad",), "--dcn"),
-    "channel_subset": (("regad", "padim"), "--channel-subset"),
-    "coreset_ratio": (("patchcore",), "--coreset-ratio"),
-    "patchcore_border": (("patchcore",), "--patchcore-border"),
-    "patchcore_image_score": (("patchcore",), "--patchcore-image-score"),
-}
+# Options added after results files existed: only a method that owns them puts them in its resume key.
+_LATE_OPTIONS = ("patchcore_border", "patchcore_image_score")
+
+
+class _MethodOptions(Mapping[str, tuple[tuple[str, ...], str]]):
+    """Read-only view of the registry's options: config field -> (methods that own it, CLI flag), in
+    registration order. Computed on access, so a method registered later (a test's toy) is included."""
+
+    def _table(self) -> dict[str, tuple[tuple[str, ...], str]]:
+        table: dict[str, tuple[tuple[str, ...], str]] = {}
+        for name in method_names():
+            for field_name, flag in method_spec(name).options:
+                owners = table[field_name][0] if field_name in table else ()
+                table[field_name] = ((*owners, name), flag)
+        return table
+
+    def __getitem__(self, key: str) -> tuple[tuple[str, ...], str]:
+        return self._table()[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._table())
+
+    def __len__(self) -> int:
+        return len(self._table())
+
+    def __repr__(self) -> str:
+        return repr(self._table())
+
+
+#: Options that belong to some methods only: config field -> (methods it applies to, CLI flag), built from the
+#: :class:`fsad.methods.MethodSpec` ``options`` of the registered methods. A field that differs from its
+#: default under another method is refused (naming the method it belongs to), never silently ignored and
+#: recorded as if it had been used. A new method-specific option is one pair in its method's spec.
+METHOD_OPTIONS: Mapping[str, tuple[tuple[str, ...], str]] = _MethodOptions()
 # Values a method that lacks the option runs with anyway, so they are not refused: PaDiM and PatchCore have no STN.
 _INERT_VALUES: dict[str, tuple[Any, ...]] = {"stn_mode": (None,)}
 _DEFAULTS = {
     f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
     for f in dataclasses.fields(EvaluationConfig)
-    if f.name in METHOD_OPTIONS
+    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
 }
 
 
@@ -141,8 +163,7 @@ def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfi
 def _validate(config: EvaluationConfig) -> None:
     from fsad.models.regad import IMAGE_SIZE_MULTIPLE
 
-    if config.method not in METHODS:
-        raise ConfigError(f"Unknown method {config.method!r}; choose one of {', '.join(METHODS)}.")
+    method_spec(config.method)  # ConfigError naming the registered methods
     if config.runs < 1:
         raise ConfigError(f"--runs must be at least 1 (got {config.runs}).")
     if not config.categories:
@@ -265,11 +286,13 @@ def _check_ks(manifest: dict[str, Any], config: EvaluationConfig) -> None:
         )
 
 
-def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, dict[str, Any]]:
-    """Build the scoring method and return it with the provenance of its weights."""
+def build_method(config: EvaluationConfig, device: torch.device) -> tuple[FewShotMethod, dict[str, Any]]:
+    """Build the scoring method (its :class:`fsad.methods.MethodSpec` ``build`` on the model built here) and
+    return it with the provenance of its weights."""
     from fsad.models.regad import RegADModel
     from fsad.weights import load_backbone_weights
 
+    spec = method_spec(config.method)
     provenance: dict[str, Any] = {}
     if config.checkpoint:
         from fsad.checkpoint import check_compatible, load_model, read_checkpoint
@@ -303,7 +326,7 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
         provenance["weights"] = payload.get("weights")
     else:
         state_dict, info = load_backbone_weights(config.backbone, config.weights, seed=config.seed)
-        stn_mode = None if config.method in ("padim", "patchcore") else config.stn_mode
+        stn_mode = config.stn_mode if spec.uses_stn else None
         model = RegADModel(
             backbone=config.backbone,
             image_size=config.image_size,
@@ -321,24 +344,11 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[Any, d
             f"of {config.backbone}; choose at most {channels}."
         )
 
-    if config.method == "patchcore":
-        from fsad.patchcore import PatchCoreMethod
-
-        method = PatchCoreMethod(
-            model.backbone,
-            augment_families=config.augment_families,
-            coreset_ratio=config.coreset_ratio,
-            seed=config.seed,
-            image_score=config.patchcore_image_score,
-            border=config.patchcore_border,
-        )
-    else:
-        method = GaussianMethod(
-            model,
-            augment_families=config.augment_families,
-            channel_subset=config.channel_subset,
-            seed=config.seed,
-            name=config.method,
+    method = spec.build(config, model)
+    if not isinstance(method, FewShotMethod):
+        raise TypeError(
+            f"Method {config.method!r}: its MethodSpec.build returned {type(method).__name__}, which lacks "
+            "the fsad.methods.FewShotMethod methods (name, embed, fit, score_features, describe)."
         )
     return method, provenance
 

@@ -38,9 +38,11 @@ from fsad.utils import atomic_write_text
 ABLATION_FORMAT = "fsad-ablation-v1"
 # The real-data subsets live beside the checkout (as in tests/conftest.py); FSAD_SHARED_DATA overrides.
 SHARED_DATA_ENV = "FSAD_SHARED_DATA"
-# The label of PatchCore-k whose bank also holds the augmented views: the column name method_config accepts and
-# the label method_label gives such results, so the two cannot drift apart.
-AUGMENTED_PATCHCORE = "patchcore_aug"
+# Suffix of a method that does not augment by default run with augmentation (PatchCore-k whose bank also holds
+# the augmented views): the column name method_config accepts and the label method_label gives such results, so
+# the two cannot drift apart.
+AUGMENTED_SUFFIX = "_aug"
+AUGMENTED_PATCHCORE = f"patchcore{AUGMENTED_SUFFIX}"
 
 
 # --------------------------------------------------------------------------- loading results
@@ -129,19 +131,34 @@ def load_cells(
 
 
 def method_label(config: dict[str, Any], method: str) -> str:
-    """Table label of a method as configured: ``regad_trained`` with a checkpoint, ``_noaug`` for RegAD/PaDiM
-    without support augmentation, ``patchcore_aug`` for an augmented bank; else the method name.
+    """Table label of a method as configured, from its :class:`fsad.methods.MethodSpec`: its ``label``, then
+    ``_trained`` with a checkpoint (``regad_trained``); ``_noaug`` for a method that augments by default run
+    without augmentation (``padim_noaug``), ``_aug`` for one that does not run with it (``patchcore_aug``).
+    A method this installation does not register is labelled as one that augments by default.
 
     Example:
         >>> method_label({"augment_families": [], "checkpoint": None}, "padim")
         'padim_noaug'
     """
+    from fsad.methods import find_method_spec
+
+    spec = find_method_spec(method)
     augmented = bool(config.get("augment_families"))
-    if method == "regad" and config.get("checkpoint"):
-        method = "regad_trained"
-    if method == "patchcore":
-        return AUGMENTED_PATCHCORE if augmented else method
-    return method if augmented else f"{method}_noaug"
+    label = spec.label if spec is not None else method
+    if spec is not None and spec.accepts_checkpoint and config.get("checkpoint"):
+        label = f"{label}_trained"
+    if spec is not None and not spec.augments_by_default:
+        return f"{label}{AUGMENTED_SUFFIX}" if augmented else label
+    return label if augmented else f"{label}_noaug"
+
+
+def method_columns() -> tuple[str, ...]:
+    """Figure columns :func:`method_config` accepts: every registered method, then ``<name>_aug`` for each
+    that does not augment by default (``patchcore_aug``)."""
+    from fsad.methods import method_names, method_spec
+
+    names = method_names()
+    return (*names, *(f"{n}{AUGMENTED_SUFFIX}" for n in names if not method_spec(n).augments_by_default))
 
 
 def load_ablation(source: str | Path, table: str | None = None) -> dict[str, Any]:
@@ -186,20 +203,22 @@ def method_config(
         ValueError: unknown column (names the valid ones).
         FileNotFoundError: a category's checkpoint is missing (names the path and the command to make it).
     """
-    from fsad.methods import METHODS
+    from fsad.methods import method_names, method_spec
 
-    columns = (*METHODS, AUGMENTED_PATCHCORE)
+    columns = method_columns()
     if column not in columns:
         raise ConfigError(f"Unknown method {column!r}; choose from {', '.join(columns)}.")
-    method = "patchcore" if column == AUGMENTED_PATCHCORE else column
-    families = [] if column == "patchcore" else list(base.augment_families)
-    if column == AUGMENTED_PATCHCORE and not families:
+    method = column if column in method_names() else column.removesuffix(AUGMENTED_SUFFIX)
+    spec = method_spec(method)
+    augmented_column = column != method
+    families = list(base.augment_families) if spec.augments_by_default or augmented_column else []
+    if augmented_column and not families:
         raise ConfigError(
-            "patchcore_aug needs augmentation families (augment_families is empty); "
-            "use 'patchcore' for the bank of the k supports alone."
+            f"{column} needs augmentation families (augment_families is empty); "
+            f"use '{method}' for the {method} of the k supports alone."
         )
     checkpoint = None
-    if checkpoint_dir is not None and method == "regad":
+    if checkpoint_dir is not None and spec.accepts_checkpoint:
         checkpoint = Path(checkpoint_dir) / category / "last.pt"
         if not checkpoint.is_file():
             raise MissingFileError(
@@ -239,7 +258,7 @@ def evaluate_methods(
 
     Args:
         base: an :class:`fsad.evaluate.EvaluationConfig` with data, categories, ks, runs and model options.
-        methods: columns, each in :data:`fsad.methods.METHODS` or ``"patchcore_aug"``.
+        methods: columns, each in :func:`method_columns` (the registered methods and ``"patchcore_aug"``).
         out_dir: folder for the results files.
         checkpoint_dir: folder of per-category checkpoints, or None for the training-free RegAD ('A' row).
         resume: keep the finished cells of existing results files (same options) and compute only the rest.

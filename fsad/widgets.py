@@ -2,9 +2,10 @@
 
 The widgets only wire controls to library calls. :class:`ExplorerSession` (no UI) does what one
 cell of :func:`fsad.evaluate.run_evaluation` does — build the model (:func:`fsad.evaluate.build_method`),
-fit :class:`fsad.methods.GaussianMethod` on the manifest's run-0 supports, score the test set,
+fit the chosen method (any of :func:`fsad.methods.method_names`, built by its
+:class:`fsad.methods.MethodSpec`) on the manifest's run-0 supports, score the test set,
 :func:`fsad.methods.maps_and_image_scores`, :mod:`fsad.metrics` — with caches so that moving a control
-costs one Gaussian fit, not a reload: test images per category and test features per
+costs one fit, not a reload: test images per category and test features per
 (category, model) are computed once.
 
 Example (in a notebook):
@@ -38,7 +39,7 @@ from data_tools.manifests import manifest_for, support_files
 from fsad import viz
 from fsad.augment import AUGMENT_FAMILIES, views_per_image
 from fsad.evaluate import EvaluationConfig, build_method
-from fsad.methods import GaussianMethod, maps_and_image_scores
+from fsad.methods import maps_and_image_scores, method_names, method_spec
 from fsad.metrics import image_auroc, pixel_auroc
 from fsad.models.stn import STN_MODES
 from fsad.utils import resolve_device, seed_everything
@@ -52,6 +53,7 @@ DEFAULT_KS = (1, 2, 4)
 PANEL_MAX_ROWS = 4
 PANEL_DPI = 72
 NO_STN_LABEL = "none"
+DEFAULT_METHOD = "regad"
 # fsad.ablation writes leave-one-out checkpoints as <out>/checkpoints/<setting>/<target>/last.pt,
 # setting = "no_stn" or the STN mode.
 CHECKPOINT_NO_STN = "no_stn"
@@ -93,12 +95,13 @@ class ExplorerResult:
     labels: np.ndarray  # [N]
     defect_types: list[str] = field(default_factory=list)
     seconds: float = 0.0
+    method: str = DEFAULT_METHOD
 
     def summary(self) -> str:
         pixel = "n/a (no masks)" if self.pixel_auroc is None else f"{self.pixel_auroc:.3f}"
         return (
             f"image AUROC {self.image_auroc:.3f} · pixel AUROC {pixel} "
-            f"(category {self.category}, k = {self.k}, run 0, {self.k * views_per_image(self.augment_families)} "
+            f"({self.method}, category {self.category}, k = {self.k}, run 0, {self.k * views_per_image(self.augment_families)} "
             f"support views, STN {self.stn_mode or NO_STN_LABEL}"
             f"{', trained checkpoint' if self.checkpoint else ', untrained'}; {self.seconds:.2f} s)"
         )
@@ -115,7 +118,7 @@ class ExplorerResult:
 
 
 class ExplorerSession:
-    """The explorer's computations, without UI: evaluate one (category, k, families, STN mode) setting.
+    """The explorer's computations, without UI: evaluate one (category, k, families, STN mode, method) setting.
 
     Args:
         data_root: dataset root (MVTec layout).
@@ -171,7 +174,12 @@ class ExplorerSession:
         self.manifest = manifest_for(self.data_root, dataset, ks=self.ks, runs=1, seed=seed, categories=self.categories)
         self._models: dict[tuple[str | None, str | None], torch.nn.Module] = {}
         self._tests: dict[tuple[str, int], dict[str, Any]] = {}
-        self._features: dict[tuple[str, int, str | None, str | None], torch.Tensor] = {}
+        self._features: dict[tuple[str, str, int, str | None, str | None], torch.Tensor] = {}
+
+    @property
+    def methods(self) -> tuple[str, ...]:
+        """The methods the explorer offers: every registered one (:func:`fsad.methods.method_names`)."""
+        return method_names()
 
     def checkpoint_for(self, category: str, stn_mode: str | None) -> Path | None:
         """The trained leave-one-out checkpoint for this setting, if ``checkpoint_dir`` has one."""
@@ -208,25 +216,46 @@ class ExplorerSession:
         return self._tests[key]
 
     @torch.no_grad()
-    def evaluate(self, category: str, k: int, augment_families: Sequence[str], stn_mode: str | None) -> ExplorerResult:
-        """Fit on run-0 supports of ``(category, k)`` and score the category's test set."""
+    def evaluate(
+        self,
+        category: str,
+        k: int,
+        augment_families: Sequence[str],
+        stn_mode: str | None,
+        method: str = DEFAULT_METHOD,
+    ) -> ExplorerResult:
+        """Fit ``method`` on run-0 supports of ``(category, k)`` and score the category's test set (a method
+        without STNs ignores ``stn_mode``; only one that accepts checkpoints uses ``checkpoint_dir``)."""
+        spec = method_spec(method)
+        if not spec.uses_stn:
+            stn_mode = None
         if category not in self.categories:
             raise ValueError(f"Unknown category {category!r}; this explorer offers {', '.join(self.categories)}.")
         if stn_mode is not None and stn_mode not in STN_MODES:
             raise ValueError(f"Unknown STN mode {stn_mode!r}; choose None or one of {', '.join(STN_MODES)}.")
         start = time.perf_counter()
-        checkpoint = self.checkpoint_for(category, stn_mode)
+        checkpoint = self.checkpoint_for(category, stn_mode) if spec.accepts_checkpoint else None
         model = self._model(category, stn_mode, checkpoint)
-        method = GaussianMethod(model, augment_families=tuple(augment_families), seed=self.seed)
+        config = EvaluationConfig(
+            data_root=str(self.data_root),
+            dataset=self.dataset,
+            categories=[category],
+            method=method,
+            augment_families=list(augment_families),
+            stn_mode=stn_mode,
+            image_size=self.image_size,
+            seed=self.seed,
+        )
+        scorer = spec.build(config, model)
         test = self.test_set(category)
-        feature_key = (category, self.image_size, stn_mode, str(checkpoint) if checkpoint else None)
+        feature_key = (method, category, self.image_size, stn_mode, str(checkpoint) if checkpoint else None)
         if feature_key not in self._features:
-            self._features[feature_key] = method.embed(test["images"].to(self.device))
+            self._features[feature_key] = scorer.embed(test["images"].to(self.device))
         files = support_files(self.manifest, category, int(k), 0)
         supports = load_supports(self.data_root, category, files, self.image_size).to(self.device)
         seed_everything(self.seed)
-        method.fit(supports)
-        maps_tensor, scores_tensor = maps_and_image_scores(method, self._features[feature_key], self.image_size)
+        scorer.fit(supports)
+        maps_tensor, scores_tensor = maps_and_image_scores(scorer, self._features[feature_key], self.image_size)
         maps = maps_tensor.cpu().numpy()
         scores = scores_tensor.cpu().numpy()
         masks = test["masks"] if test["has_masks"] else None
@@ -246,6 +275,7 @@ class ExplorerSession:
             labels=test["labels"],
             defect_types=test["defect_types"],
             seconds=time.perf_counter() - start,
+            method=method,
         )
 
 
@@ -269,7 +299,8 @@ def explorer_figure(result: ExplorerResult) -> plt.Figure:
 
 class AblationExplorer(widgets.VBox):
     """The ablation explorer widget (see :func:`ablation_explorer`). Controls are attributes for tests:
-    ``category_dropdown``, ``k_slider``, ``family_boxes`` (family -> Checkbox), ``stn_dropdown``,
+    ``method_dropdown`` (the registered methods), ``category_dropdown``, ``k_slider``, ``family_boxes``
+    (family -> Checkbox), ``stn_dropdown``,
     ``auroc_label``, ``maps_image``, ``output``; ``result`` is the latest :class:`ExplorerResult` and
     ``n_updates`` counts finished refreshes."""
 
@@ -278,6 +309,13 @@ class AblationExplorer(widgets.VBox):
         self.result: ExplorerResult | None = None
         self.n_updates = 0
         style = {"description_width": "initial"}
+        methods = list(session.methods)
+        self.method_dropdown = widgets.Dropdown(
+            options=methods,
+            value=DEFAULT_METHOD if DEFAULT_METHOD in methods else methods[0],
+            description="method",
+            style=style,
+        )
         self.category_dropdown = widgets.Dropdown(
             options=session.categories, value=session.categories[0], description="category", style=style
         )
@@ -306,6 +344,7 @@ class AblationExplorer(widgets.VBox):
         self.maps_image = widgets.Image(format="png", layout=widgets.Layout(max_width="640px"))
         self.output = widgets.Output()
         for name, widget in (
+            ("method", self.method_dropdown),
             ("category", self.category_dropdown),
             ("k", self.k_slider),
             ("stn", self.stn_dropdown),
@@ -315,7 +354,7 @@ class AblationExplorer(widgets.VBox):
             widget.add_class(f"fsad-{name}")
         controls = widgets.VBox(
             [
-                widgets.HBox([self.category_dropdown, self.stn_dropdown]),
+                widgets.HBox([self.method_dropdown, self.category_dropdown, self.stn_dropdown]),
                 self.k_slider,
                 widgets.HBox([widgets.Label("augmentation:")] + list(self.family_boxes.values())),
                 self.help,
@@ -323,7 +362,13 @@ class AblationExplorer(widgets.VBox):
         )
         super().__init__([controls, self.auroc_label, self.status, self.maps_image, self.output])
         self.add_class("fsad-explorer")
-        for control in (self.category_dropdown, self.k_slider, self.stn_dropdown, *self.family_boxes.values()):
+        for control in (
+            self.method_dropdown,
+            self.category_dropdown,
+            self.k_slider,
+            self.stn_dropdown,
+            *self.family_boxes.values(),
+        ):
             control.observe(self._on_change, names="value")
         self.refresh()
 
@@ -344,7 +389,11 @@ class AblationExplorer(widgets.VBox):
         self.output.clear_output()
         try:
             result = self.session.evaluate(
-                self.category_dropdown.value, self.k_slider.value, self.families, self.stn_mode
+                self.category_dropdown.value,
+                self.k_slider.value,
+                self.families,
+                self.stn_mode,
+                method=self.method_dropdown.value,
             )
             png = _figure_png(explorer_figure(result))
         except Exception as error:  # noqa: BLE001 - shown in the widget instead of vanishing in a comm handler
