@@ -430,6 +430,16 @@ def _add_reproduce(commands: Any) -> None:
 
 
 # --------------------------------------------------------------------------- arguments -> configs
+def config_from_args(config_class: type, args: argparse.Namespace, **overrides: Any) -> Any:
+    """A config dataclass from parsed arguments: each field takes the argument of the same name (fields without
+    one keep their default), then ``overrides`` for the few whose CLI spelling differs (``--k`` -> ``ks``).
+    One mapping for every command, so a new option is a dataclass field plus its ``add_argument``."""
+    import dataclasses
+
+    values = {f.name: getattr(args, f.name) for f in dataclasses.fields(config_class) if hasattr(args, f.name)}
+    return config_class(**{**values, **overrides})
+
+
 def evaluation_config(args: argparse.Namespace) -> Any:
     """``evaluate``'s arguments as an :class:`fsad.evaluate.EvaluationConfig`."""
     if args.backbone == "auto" and args.checkpoint:
@@ -455,31 +465,13 @@ def evaluation_config(args: argparse.Namespace) -> Any:
     else:
         families = list(AUGMENT_FAMILIES) if method_spec(args.method).augments_by_default else []
     stn_mode = None if getattr(args, "no_stn", False) else args.stn_mode
-    return EvaluationConfig(
-        data_root=args.data_root,
-        dataset=args.dataset,
+    return config_from_args(
+        EvaluationConfig,
+        args,
         categories=list(args.categories),
         ks=list(args.k),
-        runs=args.runs,
-        out=args.out,
-        method=args.method,
-        backbone=args.backbone,
-        weights=args.weights,
-        checkpoint=args.checkpoint,
         stn_mode=stn_mode,
         augment_families=list(families),
-        image_size=args.image_size,
-        manifest=args.manifest,
-        channel_subset=args.channel_subset,
-        coreset_ratio=args.coreset_ratio,
-        attention=args.attention,
-        dcn=args.dcn,
-        device=args.device,
-        patchcore_border=args.patchcore_border,
-        patchcore_image_score=args.patchcore_image_score,
-        seed=args.seed,
-        resume=args.resume,
-        overwrite=args.overwrite,
     )
 
 
@@ -488,33 +480,7 @@ def train_config(args: argparse.Namespace) -> Any:
     resolve_backbone(args)
     from fsad.train import TrainConfig
 
-    return TrainConfig(
-        data_root=args.data_root,
-        dataset=args.dataset,
-        target=args.target,
-        out=args.out,
-        stn_mode=None if args.no_stn else args.stn_mode,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        image_size=args.image_size,
-        pairing=args.pairing,
-        support_k=args.support_k,
-        backbone=args.backbone,
-        weights=args.weights,
-        attention=args.attention,
-        dcn=args.dcn,
-        train_backbone=args.train_backbone,
-        train_categories=args.train_categories,
-        device=args.device,
-        seed=args.seed,
-        resume=args.resume,
-        max_steps_per_epoch=args.max_steps_per_epoch,
-        keep_epochs=args.keep_epochs,
-        num_workers=args.num_workers,
-    )
+    return config_from_args(TrainConfig, args, stn_mode=None if args.no_stn else args.stn_mode)
 
 
 def ablation_config(args: argparse.Namespace) -> Any:
@@ -528,34 +494,7 @@ def ablation_config(args: argparse.Namespace) -> Any:
             "--no-stn does not apply to the ablation grids: they contain the no-STN rows already. "
             "Use --stn-mode to choose the STN of Table 5's 'S' rows."
         )
-    return AblationConfig(
-        data_root=args.data_root,
-        dataset=args.dataset,
-        out=args.out,
-        categories=args.categories,
-        ks=list(args.k),
-        runs=args.runs,
-        stn_mode=args.stn_mode,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        lr=args.lr,
-        momentum=args.momentum,
-        weight_decay=args.weight_decay,
-        pairing=args.pairing,
-        support_k=args.support_k,
-        train_backbone=args.train_backbone,
-        max_steps_per_epoch=args.max_steps_per_epoch,
-        num_workers=args.num_workers,
-        image_size=args.image_size,
-        backbone=args.backbone,
-        weights=args.weights,
-        attention=args.attention,
-        dcn=args.dcn,
-        manifest=args.manifest,
-        device=args.device,
-        seed=args.seed,
-        resume=args.resume,
-    )
+    return config_from_args(AblationConfig, args, ks=list(args.k))
 
 
 def reproduce_config(args: argparse.Namespace) -> Any:
@@ -567,23 +506,7 @@ def reproduce_config(args: argparse.Namespace) -> Any:
     if args.out is None:
         args.out = str(runs_dir() / "reproduce")
     threads = max(1, int(args.cpus_per_job)) if args.cpus_per_job else None
-    return ReproduceConfig(
-        data_root=args.data_root,
-        dataset=args.dataset,
-        out=args.out,
-        targets=args.targets,
-        epochs=args.epochs,
-        batch_size=args.batch_size,
-        max_steps_per_epoch=args.max_steps_per_epoch,
-        ks=list(args.k),
-        runs=args.runs,
-        backbone=args.backbone,
-        weights=args.weights,
-        image_size=args.image_size,
-        device=args.device,
-        seed=args.seed,
-        threads=threads,
-    )
+    return config_from_args(ReproduceConfig, args, ks=list(args.k), threads=threads)
 
 
 # --------------------------------------------------------------------------- commands
