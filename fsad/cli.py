@@ -630,9 +630,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from fsad.runner import format_statuses, run_batch
     from fsad.utils import check_output_dir
 
-    check_output_dir(args.runs_dir, "--runs-dir")
-    overrides = {"device": args.device} if args.device != "auto" else None
     root = Path(args.runs_dir).resolve() if args.runs_dir else runs_dir()
+    check_output_dir(root, "--runs-dir")  # before any notebook runs
+    overrides = {"device": args.device} if args.device != "auto" else None
     statuses, csv_path = run_batch(
         notebooks_dir() / "grids" / "smoke.yaml", root, resume=args.resume, overrides=overrides
     )

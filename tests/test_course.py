@@ -65,3 +65,24 @@ def test_cli_copies_the_shipped_notebooks(tmp_path: Path, capsys: pytest.Capture
     for path in (tmp_path / "course").glob("*.ipynb"):
         assert not any(SOLUTION_TAG in c["metadata"].get("tags", []) for c in _cells(path)), path
     assert "student copies" in capsys.readouterr().out
+
+
+def test_demo_runs_the_smoke_grid_into_the_default_runs_folder(monkeypatch, tmp_path, capsys) -> None:
+    """`make demo` = `python -m fsad demo` with no --runs-dir: the smoke grid goes to fsad.paths.runs_dir()."""
+    import fsad.runner
+
+    calls = []
+
+    def fake_run_batch(grid, root, resume=False, overrides=None):
+        calls.append((Path(grid), Path(root), resume, overrides))
+        return [], Path(root) / "smoke" / "results.csv"
+
+    monkeypatch.setenv("FSAD_RUNS_DIR", str(tmp_path / "runs"))
+    monkeypatch.setattr(fsad.runner, "run_batch", fake_run_batch)
+    assert main(["demo"]) == 0
+    ((grid, root, resume, overrides),) = calls
+    assert grid.name == "smoke.yaml" and grid.is_file() and root == tmp_path / "runs" and overrides is None
+    assert str(tmp_path / "runs" / "smoke") in capsys.readouterr().out
+    calls.clear()
+    assert main(["demo", "--runs-dir", str(tmp_path / "elsewhere"), "--device", "cpu", "--resume"]) == 0
+    assert calls[0][1:] == (tmp_path / "elsewhere", True, {"device": "cpu"})
