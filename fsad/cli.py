@@ -41,10 +41,10 @@ def add_command(
     )
 
 
-def add_model_options(parser: argparse.ArgumentParser) -> None:
-    """Options shared by every command that builds a model (evaluate, train, ablations)."""
+def add_backbone_options(parser: argparse.ArgumentParser) -> None:
+    """Backbone, weights, input size, device and seed: every command that runs a backbone (evaluate, train,
+    ablations, reproduce)."""
     from fsad.models.backbone import backbone_names
-    from fsad.models.stn import STN_MODES
 
     parser.add_argument(
         "--backbone",
@@ -59,6 +59,16 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         default="imagenet",
         help="imagenet (torchvision's file / the shipped ONNX), random (explicit), or a state-dict PATH",
     )
+    parser.add_argument("--image-size", type=int, default=224, help="input side in pixels (a multiple of 32)")
+    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
+    parser.add_argument("--seed", type=int, default=0, help="seed of every stochastic step")
+
+
+def add_model_options(parser: argparse.ArgumentParser) -> None:
+    """Options shared by every command that builds a RegAD model (evaluate, train, ablations)."""
+    from fsad.models.stn import STN_MODES
+
+    add_backbone_options(parser)
     parser.add_argument(
         "--stn-mode",
         choices=sorted(STN_MODES),
@@ -70,9 +80,6 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
         "--attention", choices=("none", "tam", "mam"), default="none", help="RCM-FSAD attention on the input image"
     )
     parser.add_argument("--dcn", action="store_true", help="RCM-FSAD: modulated deformable conv in the Siamese encoder")
-    parser.add_argument("--image-size", type=int, default=224, help="input side in pixels (a multiple of 32)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda, cuda:N")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every stochastic step")
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
@@ -390,8 +397,6 @@ def _add_ablation(commands: Any) -> None:
 
 def _add_reproduce(commands: Any) -> None:
     """``python -m fsad reproduce``: the paper's protocol as a task graph (fsad/reproduce.py)."""
-    from fsad.models.backbone import backbone_names
-
     parser = add_command(
         commands,
         "reproduce",
@@ -401,26 +406,14 @@ def _add_reproduce(commands: Any) -> None:
         "is ready, then the tables beside the paper's numbers. Resumable task by task; --dry-run prints "
         "the plan and its estimated cost.",
     )
-    parser.add_argument(
-        "--dataset", choices=("mvtec", "mpdd", "synthetic"), required=True, help="which dataset the root holds"
-    )
-    parser.add_argument("--data-root", required=True, help="dataset root in MVTec layout")
+    add_data_options(parser)
     parser.add_argument("--targets", nargs="+", help="target categories (default: every category under the root)")
-    parser.add_argument(
-        "--backbone",
-        choices=("auto", *backbone_names()),
-        default="auto",
-        help="feature extractor (auto: resnet18 when its ImageNet file is cached, else mobilenet_v2)",
-    )
-    parser.add_argument("--weights", default="imagenet", help="imagenet, random (explicit) or a state-dict PATH")
+    add_backbone_options(parser)
     parser.add_argument("--epochs", type=int, default=50, help="registration training epochs (paper: 50)")
     parser.add_argument("--batch-size", type=int, default=32, help="pairs per batch")
     parser.add_argument("--max-steps-per-epoch", type=int, help="cut each epoch after N batches (smoke runs)")
     parser.add_argument("--k", nargs="+", type=int, default=[2, 4, 8], help="support-set sizes")
     parser.add_argument("--runs", type=int, default=10, help="support sets per k")
-    parser.add_argument("--image-size", type=int, default=224, help="input side in pixels (a multiple of 32)")
-    parser.add_argument("--device", default="auto", help="auto (CUDA when present), cpu, cuda")
-    parser.add_argument("--seed", type=int, default=0, help="seed of every stochastic step")
     parser.add_argument("--out", help="output folder (default: <runs>/reproduce, see fsad.paths.runs_dir)")
     parser.add_argument("--resume", action="store_true", help="skip tasks already done")
     parser.add_argument("--dry-run", action="store_true", help="print the plan and its cost; run nothing")
