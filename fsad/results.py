@@ -18,7 +18,7 @@ from typing import Any, Iterable, Sequence
 import numpy as np
 
 from fsad.errors import FsadError, MissingFileError, OutputError
-from fsad.utils import atomic_write_json, atomic_write_text
+from fsad.files import atomic_write_json, atomic_write_text
 
 RESULTS_FORMAT = "fsad-results-v1"
 METRIC_KEYS = ("image_auroc", "pixel_auroc", "aupro", "f1_max")

@@ -38,9 +38,9 @@ from typing import Any, Iterable
 import yaml
 
 from fsad.errors import ConfigError, MissingFileError
+from fsad.files import atomic_write_json, atomic_write_text, check_output_dir
 from fsad.paths import runs_dir as default_runs_dir
 from fsad.paths import source_checkout
-from fsad.utils import atomic_write_json, atomic_write_text, check_output_dir
 
 KERNEL_NAME = "python3"  # the kernel of the interpreter running the batch (papermill's default)
 EXECUTORS = ("local", "ray")

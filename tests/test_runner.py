@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import json
+import subprocess
+import sys
 
 import nbformat
 import pytest
@@ -204,3 +206,13 @@ def test_results_csv_is_load_results_in_percent(grid, tmp_path):
     assert sorted(table["image_auroc"]) == [52.0, 54.0]  # the notebooks stored 0.52 and 0.54
     assert {"results_file", "dataset", "backbone", "weights_sha256", "k", "run", "fsad_kit"} <= set(table.columns)
     assert all(not f.startswith("/") for f in table["results_file"])
+
+
+def test_the_batch_runner_does_not_import_torch():
+    # Every Ray worker imports fsad.runner before its first cell; torch's import (about 2 s) would be paid per
+    # worker for nothing, since the notebooks' kernels import what they need themselves.
+    code = (
+        "import sys, fsad.runner, fsad.results; print(sorted(m for m in ('torch', 'matplotlib') if m in sys.modules))"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert result.stdout.strip() == "[]"
