@@ -307,7 +307,7 @@ def test_unwritable_out_is_refused_before_any_work(
     root: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture
 ) -> None:
     import fsad.evaluate
-    import fsad.utils
+    import fsad.files
 
     def denied(*args, **kwargs):  # what a read-only folder gives (tests run as root, where chmod does not bite)
         raise PermissionError(13, "Permission denied")
@@ -315,7 +315,7 @@ def test_unwritable_out_is_refused_before_any_work(
     def no_work(*args, **kwargs):
         raise AssertionError("work started before the output was checked")
 
-    monkeypatch.setattr(fsad.utils.tempfile, "TemporaryFile", denied)
+    monkeypatch.setattr(fsad.files.tempfile, "TemporaryFile", denied)
     monkeypatch.setattr(fsad.evaluate, "resolve_manifest", no_work)
     out = tmp_path / "ro" / "R.json"
     _refused(capsys, fsad_main(_evaluate(root, out)), "--out", str(tmp_path), "Permission denied")
