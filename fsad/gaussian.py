@@ -448,6 +448,12 @@ class PositionalGaussian(nn.Module):
         """:meth:`mahalanobis`."""
         return self.mahalanobis(features, chunk_size)
 
+    def extra_repr(self) -> str:
+        if self.method_ is None:
+            return "not fitted"
+        h, w = self.spatial
+        return f"method={self.method_!r}, N={self.num_samples}, C={self.mean.shape[1]}, H×W={h}×{w}, eps={self.eps}"
+
     # ---------------------------------------------------------------- state
     # The tensors are buffers (saved and loaded by nn.Module); only the settings need these two hooks.
     def get_extra_state(self) -> dict[str, Any]:

@@ -113,9 +113,11 @@ def test_state_dict_round_trip(tmp_path, n, channels):
     state = torch.load(path, weights_only=True)
     assert set(state) == {"mean", "factor_a", "chol", "channels", "_extra_state"}
     h = PositionalGaussian()
+    assert repr(h) == "PositionalGaussian(not fitted)"
     with pytest.raises(RuntimeError, match="before fit"):
         h.mahalanobis(test)
     assert not h.load_state_dict(state).missing_keys
+    assert repr(h) == f"PositionalGaussian(method={g.method_!r}, N={n}, C={g.mean.shape[1]}, H×W=2×3, eps=0.1)"
     assert (h.eps, h.method_, h.spatial, h.num_samples, h.num_channels, h.chunk_size) == (
         0.1,
         g.method_,
