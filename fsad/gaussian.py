@@ -68,6 +68,10 @@ from collections.abc import Iterator
 from typing import Any
 
 import torch
+from torch import nn
+
+from fsad.errors import CheckpointError
+from fsad.utils import adopt_buffer_shapes
 
 # Regulariser of the covariance, Sigma + eps*I: RegAD paper Eq. 4 and the authors' test.py
 # (``torch.cov(...) + 0.01 * I``), inherited from PaDiM.
@@ -190,8 +194,18 @@ def _float64_fallback(a: torch.Tensor, gram: torch.Tensor, info: torch.Tensor, e
     gram[failed] = torch.linalg.cholesky(g64).to(gram.dtype)
 
 
-class PositionalGaussian:
+class PositionalGaussian(nn.Module):
     """One Gaussian per spatial position over ``C`` channels, fitted and scored in batches.
+
+    An ``nn.Module`` whose fitted state is its buffers, so ``.to(device)``, ``state_dict()`` /
+    ``load_state_dict()`` (strict key checking) and ``torch.save`` + ``torch.load(weights_only=True)``
+    are torch's own: ``mean`` ``[P, C']``; ``factor_a`` ``[P, N, C']`` (low-rank form: the centred
+    supports / sqrt(N-1); empty in the full form); ``chol`` (low-rank: ``[P, N, N]`` Cholesky factor of
+    ``A A^T + eps*I``; full: ``[P, C', C']``, ``R^T`` of the QR); ``channels`` (the channel subset's
+    indices; empty = all channels). All are empty before :meth:`fit`. The settings that are not tensors
+    (``method_``, ``eps``, ``num_channels``, ``spatial``, ``num_samples``, ``chunk_size``,
+    ``memory_budget``) travel as the module's extra state, a dict of plain numbers and strings that
+    ``torch.load(weights_only=True)`` reads. Calling the module is :meth:`mahalanobis`.
 
     Example:
         >>> support = torch.randn(44, 448, 8, 8)           # N=44 augmented supports
@@ -200,20 +214,29 @@ class PositionalGaussian:
         'lowrank'
         >>> g.mahalanobis(torch.randn(5, 448, 8, 8)).shape  # [M, H, W]
         torch.Size([5, 8, 8])
+        >>> h = PositionalGaussian()
+        >>> h.load_state_dict(g.state_dict())
+        <All keys matched successfully>
     """
 
+    mean: torch.Tensor
+    factor_a: torch.Tensor
+    chol: torch.Tensor
+    channels: torch.Tensor
+
     def __init__(self) -> None:
-        self.method_: str | None = None
+        super().__init__()
+        self.method_: str | None = None  # "lowrank" or "full" once fitted
         self.eps: float = GAUSSIAN_EPS
-        self.mean: torch.Tensor | None = None  # [P, C']
-        self.factor_a: torch.Tensor | None = None  # lowrank: [P, N, C'] centred / sqrt(N-1)
-        self.chol: torch.Tensor | None = None  # lowrank: [P, N, N] Cholesky of A A^T + eps I; full: [P, C', C'] R^T
-        self.channels: torch.Tensor | None = None  # LongTensor of used channels, or None = all
         self.num_channels: int | None = None  # C of the features given to fit (before subset)
         self.spatial: tuple[int, int] | None = None
         self.num_samples: int | None = None
         self.chunk_size: int | None = None
         self.memory_budget: int = DEFAULT_MEMORY_BUDGET
+        for name in _FLOAT_BUFFERS:
+            self.register_buffer(name, torch.empty(0))
+        self.register_buffer("channels", torch.empty(0, dtype=torch.long))
+        self.register_load_state_dict_pre_hook(_check_and_adopt_state)
 
     # ------------------------------------------------------------------ fit
     def fit(
@@ -338,9 +361,9 @@ class PositionalGaussian:
         self.method_ = method
         self.eps = float(eps)
         self.mean = mean
-        self.factor_a = factor_a
+        self.factor_a = factor_a if factor_a is not None else mean.new_empty(0)
         self.chol = chol
-        self.channels = channels
+        self.channels = channels if channels is not None else torch.empty(0, dtype=torch.long, device=dev)
         self.num_channels = c
         self.spatial = (h, w)
         self.num_samples = n
@@ -371,7 +394,7 @@ class PositionalGaussian:
         Returns:
             ``[M, H, W]`` distances ``sqrt(d^2)`` (``d^2`` clamped at 0), in the features' float dtype.
         """
-        if self.mean is None:
+        if self.method_ is None:
             raise RuntimeError("PositionalGaussian.mahalanobis called before fit(); call fit(support_features) first.")
         if features.ndim != 4:
             raise ValueError(f"mahalanobis expects features shaped [M, C, H, W], got {tuple(features.shape)}.")
@@ -383,12 +406,13 @@ class PositionalGaussian:
             )
         if chunk_size is not None and chunk_size < 1:
             raise ValueError(f"chunk_size must be a positive number of positions or None, got {chunk_size}.")
-        device = self.mean.device
+        mean, factor_a, chol = self.mean, self.factor_a, self.chol
+        device = mean.device
         features = features.to(device)
-        if self.channels is not None:
+        if self.channels.numel():
             features = features.index_select(1, self.channels.to(device))
         cd = features.shape[1]
-        dtype = self.mean.dtype
+        dtype = mean.dtype
         p = h * w
         flat = features.reshape(m, cd, p)
         n = self.num_samples
@@ -400,16 +424,16 @@ class PositionalGaussian:
         x_buf = torch.empty(k, m, cd, dtype=dtype, device=device)
         staging = torch.empty(m, cd, k, dtype=features.dtype, device=device) if flat.stride(1) != 1 else None
         d2 = torch.empty(p, m, dtype=dtype, device=device)
-        chol = self.chol if self.chol.dtype == dtype else self.chol.to(dtype)  # states saved by older versions
+        chol = chol if chol.dtype == dtype else chol.to(dtype)  # states saved by older versions
         with single_thread_cpu(device):
             for start in range(0, p, chunk):
                 stop = min(start + chunk, p)
                 v = x_buf[: stop - start]
                 _position_major(flat, start, stop, v, staging)  # [p, M, C]
-                v.sub_(self.mean[start:stop].unsqueeze(1))
+                v.sub_(mean[start:stop].unsqueeze(1))
                 if self.method_ == "lowrank":
                     # Residual form (1) of the module docstring: d^2 = |v - A^T y|^2 / eps + |y|^2.
-                    a = self.factor_a[start:stop]  # [p, N, C]
+                    a = factor_a[start:stop]  # [p, N, C]
                     y = torch.cholesky_solve(torch.matmul(a, v.mT), chol[start:stop])  # [p, N, M]
                     v.baddbmm_(y.mT, a, alpha=-1.0)  # r = v - A^T y, in place
                     torch.linalg.vecdot(v, v, out=d2[start:stop])
@@ -420,43 +444,65 @@ class PositionalGaussian:
 
         return d2.clamp_min(0).sqrt().mT.reshape(m, h, w)
 
-    # ---------------------------------------------------------------- state
-    def state_dict(self) -> dict[str, Any]:
-        """Tensors and settings needed to score again (e.g. to cache a fitted Gaussian with torch.save)."""
-        if self.mean is None:
-            raise RuntimeError("PositionalGaussian.state_dict called before fit().")
-        return {
-            "method": self.method_,
-            "eps": self.eps,
-            "mean": self.mean,
-            "factor_a": self.factor_a,
-            "chol": self.chol,
-            "channels": self.channels,
-            "num_channels": self.num_channels,
-            "spatial": list(self.spatial),
-            "num_samples": self.num_samples,
-            "chunk_size": self.chunk_size,
-            "memory_budget": self.memory_budget,
-        }
+    def forward(self, features: torch.Tensor, chunk_size: int | None = None) -> torch.Tensor:
+        """:meth:`mahalanobis`."""
+        return self.mahalanobis(features, chunk_size)
 
-    def load_state_dict(self, state: dict[str, Any]) -> "PositionalGaussian":
-        """Restore from :meth:`state_dict`; returns ``self``."""
-        missing = {"method", "eps", "mean", "chol", "num_channels", "spatial", "num_samples"} - set(state)
-        if missing:
-            raise ValueError(
-                f"PositionalGaussian state is missing keys {sorted(missing)}; was it made by state_dict()?"
+    def extra_repr(self) -> str:
+        if self.method_ is None:
+            return "not fitted"
+        h, w = self.spatial
+        return f"method={self.method_!r}, N={self.num_samples}, C={self.mean.shape[1]}, H×W={h}×{w}, eps={self.eps}"
+
+    # ---------------------------------------------------------------- state
+    # The tensors are buffers (saved and loaded by nn.Module); only the settings need these two hooks.
+    def get_extra_state(self) -> dict[str, Any]:
+        """The non-tensor settings, saved by ``state_dict()`` beside the buffers."""
+        spatial = None if self.spatial is None else list(self.spatial)
+        return {key: getattr(self, key) for key in _SETTINGS} | {"spatial": spatial}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        """Restore the settings of :meth:`get_extra_state` (``load_state_dict`` calls it)."""
+        _check_settings(state)
+        for key in _SETTINGS:
+            setattr(self, key, state[key])
+        self.spatial = None if state["spatial"] is None else tuple(state["spatial"])
+
+
+# Buffers of PositionalGaussian: the float ones (empty until fit) and `channels` (empty = all channels).
+_FLOAT_BUFFERS = ("mean", "factor_a", "chol")
+# Settings saved as its extra state besides "spatial".
+_SETTINGS = ("method_", "eps", "num_channels", "num_samples", "chunk_size", "memory_budget")
+
+
+def _check_settings(state: Any) -> None:
+    if not isinstance(state, dict) or set(state) != {*_SETTINGS, "spatial"}:
+        keys = sorted(state) if isinstance(state, dict) else type(state).__name__
+        raise CheckpointError(
+            f"PositionalGaussian state has settings {keys}, expected {sorted({*_SETTINGS, 'spatial'})}; "
+            "was it made by PositionalGaussian.state_dict()?"
+        )
+    if state["method_"] not in (None, "lowrank", "full"):
+        raise CheckpointError(f"PositionalGaussian state has unknown method {state['method_']!r}.")
+
+
+def _check_and_adopt_state(module: PositionalGaussian, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Before ``load_state_dict`` copies anything: refuse a state of the wrong form, then size the buffers."""
+    settings = state_dict.get(prefix + "_extra_state")
+    if settings is None and prefix + "method" in state_dict:
+        raise CheckpointError(
+            "This PositionalGaussian state has the layout of fsad before the Gaussian became an nn.Module "
+            "(keys 'method', 'eps', ...); fit the Gaussian again and save its state_dict()."
+        )
+    if settings is not None:
+        _check_settings(settings)
+        method, (h, w) = settings["method_"], settings["spatial"] or (0, 0)
+        mean, factor_a = state_dict.get(prefix + "mean"), state_dict.get(prefix + "factor_a")
+        if (method is not None and isinstance(mean, torch.Tensor)) and (
+            mean.dim() != 2 or mean.shape[0] != h * w or (method == "lowrank" and getattr(factor_a, "ndim", 0) != 3)
+        ):
+            raise CheckpointError(
+                f"PositionalGaussian state does not fit together: method {method!r}, spatial {h}x{w}, mean "
+                f"{tuple(mean.shape)}, factor_a {tuple(getattr(factor_a, 'shape', ()))}; was it edited by hand?"
             )
-        if state["method"] not in ("lowrank", "full"):
-            raise ValueError(f"PositionalGaussian state has unknown method {state['method']!r}.")
-        self.method_ = state["method"]
-        self.eps = float(state["eps"])
-        self.mean = state["mean"]
-        self.factor_a = state.get("factor_a")
-        self.chol = state["chol"]
-        self.channels = state.get("channels")
-        self.num_channels = int(state["num_channels"])
-        self.spatial = tuple(state["spatial"])
-        self.num_samples = int(state["num_samples"])
-        self.chunk_size = state.get("chunk_size")
-        self.memory_budget = int(state.get("memory_budget", DEFAULT_MEMORY_BUDGET))
-        return self
+    adopt_buffer_shapes(module, state_dict, prefix)

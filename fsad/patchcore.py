@@ -34,6 +34,9 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
+from fsad.errors import CheckpointError
+from fsad.utils import adopt_buffer_shapes
+
 # Neighbourhood size of the locally aware patch features: p = 3 in Roth et al. (2022), Sec. 3.1, and in
 # anomalib's PatchCore (AvgPool2d(3, 1, 1)).
 LOCAL_KERNEL = 3
@@ -393,7 +396,7 @@ def _methods():
     return methods
 
 
-class PatchCoreMethod:
+class PatchCoreMethod(torch.nn.Module):
     """PatchCore-k behind the :class:`fsad.methods.FewShotMethod` interface.
 
     ``embed`` gives the patch features ``[B, D, h, w]`` (independent of the supports, so evaluation embeds
@@ -402,6 +405,10 @@ class PatchCoreMethod:
     each test patch's distance to its nearest bank patch on the stage-2 grid (28x28 at 224 px).
     The bank is small for few shots (k = 8 without augmentation: 8 x 784 = 6272 patches), which is why
     the coreset is off by default.
+
+    An ``nn.Module``: the extractor is its submodule and the memory bank ``[M, D]`` its buffer ``bank``
+    (empty before :meth:`fit`), so ``.to(device)`` moves both and ``state_dict()`` holds the extractor's
+    weights (``extractor.*``), the bank and, as extra state, the bank's size before the coreset.
 
     Args:
         extractor: a :class:`fsad.models.backbone.FeatureExtractor` (``forward(x) -> [f1, f2, f3]``, strides
@@ -440,6 +447,7 @@ class PatchCoreMethod:
         bank_chunk_size: int = DEFAULT_BANK_CHUNK,
         reweight_neighbours: int = REWEIGHT_NEIGHBOURS,
     ) -> None:
+        super().__init__()
         if isinstance(augment_families, str):
             raise ValueError(
                 f"augment_families must be a sequence of family names, not the string "
@@ -473,8 +481,9 @@ class PatchCoreMethod:
         self.chunk_size = chunk_size
         self.bank_chunk_size = bank_chunk_size
         self.reweight_neighbours = reweight_neighbours
-        self.bank: torch.Tensor | None = None
-        self.full_bank_size: int | None = None
+        self.register_buffer("bank", torch.empty(0))  # [M, D] once fitted
+        self.full_bank_size: int | None = None  # bank rows before the coreset (extra state)
+        self.register_load_state_dict_pre_hook(_check_and_adopt_bank)
 
     def _embed_batch(self, images: torch.Tensor) -> torch.Tensor:
         stages = self.extractor(images)
@@ -507,14 +516,14 @@ class PatchCoreMethod:
         self.bank = bank.contiguous()
 
     def _queries(self, features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        if self.bank is None:
+        bank = self.bank
+        if bank.dim() != 2:
             raise RuntimeError("PatchCoreMethod scored before fit: call fit(supports) first")
-        if features.dim() != 4 or features.shape[1] != self.bank.shape[1]:
+        if features.dim() != 4 or features.shape[1] != bank.shape[1]:
             raise ValueError(
-                f"expected patch features [B, {self.bank.shape[1]}, h, w] from embed(), "
-                f"got shape {tuple(features.shape)}"
+                f"expected patch features [B, {bank.shape[1]}, h, w] from embed(), got shape {tuple(features.shape)}"
             )
-        return self.bank, features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
+        return bank, features.permute(0, 2, 3, 1).reshape(-1, features.shape[1])
 
     @torch.no_grad()
     def score_features(self, features: torch.Tensor) -> torch.Tensor:
@@ -554,6 +563,17 @@ class PatchCoreMethod:
             image_scores = maps.flatten(1).amax(dim=1)
         return maps, image_scores
 
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`score`."""
+        return self.score(images)
+
+    # The bank is a buffer (saved and loaded by nn.Module); only its size before the coreset needs these hooks.
+    def get_extra_state(self) -> dict[str, Any]:
+        return {"full_bank_size": self.full_bank_size}
+
+    def set_extra_state(self, state: dict[str, Any]) -> None:
+        self.full_bank_size = state["full_bank_size"]
+
     def describe(self) -> dict[str, Any]:
         return {
             "method": self.name,
@@ -564,6 +584,16 @@ class PatchCoreMethod:
             "reweight_neighbours": self.reweight_neighbours if self.image_score == "reweighted" else None,
             "seed": self.seed,
             "local_kernel": LOCAL_KERNEL,
-            "bank_size": None if self.bank is None else int(self.bank.shape[0]),
+            "bank_size": int(self.bank.shape[0]) if self.bank.dim() == 2 else None,
             "full_bank_size": self.full_bank_size,
         }
+
+
+def _check_and_adopt_bank(module: PatchCoreMethod, state_dict: dict[str, Any], prefix: str, *_: Any) -> None:
+    """Before ``load_state_dict`` copies anything: refuse a bank of the wrong form, then size the buffer."""
+    bank, extra = state_dict.get(prefix + "bank"), state_dict.get(prefix + "_extra_state")
+    if isinstance(bank, torch.Tensor) and bank.numel() and bank.dim() != 2:
+        raise CheckpointError(f"PatchCore state has a bank of shape {tuple(bank.shape)}; expected [rows, D].")
+    if extra is not None and (not isinstance(extra, dict) or set(extra) != {"full_bank_size"}):
+        raise CheckpointError(f"PatchCore state has extra state {extra!r}; expected {{'full_bank_size': rows}}.")
+    adopt_buffer_shapes(module, state_dict, prefix)

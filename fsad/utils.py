@@ -62,6 +62,23 @@ def atomic_torch_save(obj: Any, path: str | os.PathLike) -> None:
         torch.save(obj, tmp)
 
 
+def adopt_buffer_shapes(module: torch.nn.Module, state_dict: dict[str, Any], prefix: str) -> None:
+    """Give ``module``'s own buffers the shape and dtype of the tensors ``state_dict`` holds for them.
+
+    For fitted state (a Gaussian's factors, a memory bank) whose size is known only once fitted:
+    ``nn.Module.load_state_dict`` copies into the existing buffers and refuses a different shape, so
+    before it copies, every buffer whose incoming tensor differs in shape or dtype is replaced by an
+    empty one of the incoming shape and dtype, on the buffer's current device. Keys, strictness and
+    the copy itself stay torch's. Call it from a ``register_load_state_dict_pre_hook`` hook.
+    """
+    for name, buffer in module._buffers.items():
+        incoming = state_dict.get(prefix + name)
+        if not isinstance(incoming, torch.Tensor) or buffer is None:
+            continue
+        if incoming.shape != buffer.shape or incoming.dtype != buffer.dtype:
+            module._buffers[name] = torch.empty(incoming.shape, dtype=incoming.dtype, device=buffer.device)
+
+
 def git_commit() -> str | None:
     """The source checkout's commit (with ``+dirty`` for uncommitted changes), or None for an installed wheel.
 

@@ -102,15 +102,105 @@ def test_single_support_uses_eps_identity():
     assert torch.all(g.mahalanobis(support) == 0)
 
 
-def test_state_dict_round_trip(tmp_path):
-    support = _features(6, 12, 2, 3, seed=13)
+@pytest.mark.parametrize("n, channels", [(6, torch.arange(0, 12, 2)), (6, None), (40, None)])  # lowrank, full
+def test_state_dict_round_trip(tmp_path, n, channels):
+    # fit -> state_dict -> torch.save -> torch.load(weights_only=True) -> load_state_dict into a fresh module.
+    support = _features(n, 12, 2, 3, seed=13)
     test = _features(2, 12, 2, 3, seed=14)
-    g = PositionalGaussian().fit(support, eps=0.1, channels=torch.arange(0, 12, 2))
+    g = PositionalGaussian().fit(support, eps=0.1, channels=channels, chunk_size=4)
     path = tmp_path / "gauss.pt"
     torch.save(g.state_dict(), path)
-    h = PositionalGaussian().load_state_dict(torch.load(path))
-    assert h.eps == 0.1 and h.method_ == g.method_
-    torch.testing.assert_close(h.mahalanobis(test), g.mahalanobis(test), rtol=0, atol=0)
+    state = torch.load(path, weights_only=True)
+    assert set(state) == {"mean", "factor_a", "chol", "channels", "_extra_state"}
+    h = PositionalGaussian()
+    assert repr(h) == "PositionalGaussian(not fitted)"
+    with pytest.raises(RuntimeError, match="before fit"):
+        h.mahalanobis(test)
+    assert not h.load_state_dict(state).missing_keys
+    assert repr(h) == f"PositionalGaussian(method={g.method_!r}, N={n}, C={g.mean.shape[1]}, H×W=2×3, eps=0.1)"
+    assert (h.eps, h.method_, h.spatial, h.num_samples, h.num_channels, h.chunk_size) == (
+        0.1,
+        g.method_,
+        (2, 3),
+        n,
+        12,
+        4,
+    )
+    for name, buffer in g.named_buffers():
+        assert torch.equal(h.get_buffer(name), buffer) and h.get_buffer(name).dtype == buffer.dtype
+    assert torch.equal(h.mahalanobis(test), g.mahalanobis(test)) and torch.equal(h(test), g(test))
+    # Loading into a module fitted on other data replaces every tensor and setting.
+    other = PositionalGaussian().fit(_features(30, 12, 4, 4, seed=15))
+    other.load_state_dict(state)
+    assert torch.equal(other.mahalanobis(test), g.mahalanobis(test))
+
+
+def test_unfitted_state_round_trips_as_unfitted():
+    h = PositionalGaussian()
+    h.load_state_dict(PositionalGaussian().state_dict())
+    assert h.method_ is None and h.mean.numel() == 0
+    with pytest.raises(RuntimeError, match="before fit"):
+        h.mahalanobis(_features(1, 4, 2, 2, seed=0))
+
+
+def test_strict_loading_refuses_states_of_the_wrong_form():
+    from fsad.errors import CheckpointError
+
+    g = PositionalGaussian().fit(_features(6, 12, 2, 3, seed=13))
+    for missing in ("chol", "_extra_state"):
+        state = g.state_dict()
+        del state[missing]
+        with pytest.raises(RuntimeError, match=f"Missing key.*{missing}"):
+            PositionalGaussian().load_state_dict(state)
+    with pytest.raises(RuntimeError, match="Unexpected key.*extra"):
+        PositionalGaussian().load_state_dict(g.state_dict() | {"extra": torch.zeros(1)})
+    state = g.state_dict()
+    state["_extra_state"] = state["_extra_state"] | {"method_": "cholesky"}
+    with pytest.raises(CheckpointError, match="unknown method 'cholesky'"):
+        PositionalGaussian().load_state_dict(state)
+    state = g.state_dict()
+    state["_extra_state"] = {"method_": "lowrank"}
+    with pytest.raises(CheckpointError, match="expected .*'eps'"):
+        PositionalGaussian().load_state_dict(state)
+    state = g.state_dict()
+    state["mean"] = state["mean"][:2]
+    with pytest.raises(CheckpointError, match=r"spatial 2x3, mean \(2, 12\)"):
+        PositionalGaussian().load_state_dict(state)
+    legacy = {"method": "lowrank", "eps": 0.01, "mean": g.mean, "chol": g.chol}  # the former hand-written layout
+    with pytest.raises(CheckpointError, match="fit the Gaussian again"):
+        PositionalGaussian().load_state_dict(legacy)
+    h = PositionalGaussian()  # a refused state leaves the module as it was
+    assert h.method_ is None and h.mean.numel() == 0
+
+
+def test_to_moves_and_casts_the_fitted_state():
+    support, test = _features(6, 12, 2, 3, seed=13), _features(2, 12, 2, 3, seed=14)
+    g = PositionalGaussian().fit(support, channels=torch.arange(0, 12, 3))
+    d32 = g.mahalanobis(test)
+    before = {name: buffer.clone() for name, buffer in g.named_buffers()}
+    assert g.to(torch.float64) is g
+    for name in ("mean", "factor_a", "chol"):
+        assert getattr(g, name).dtype == torch.float64
+        assert torch.equal(getattr(g, name), before[name].double())
+    assert g.channels.dtype == torch.long  # indices are not cast
+    assert g.mahalanobis(test).dtype == torch.float64
+    torch.testing.assert_close(g.mahalanobis(test).float(), d32, rtol=1e-6, atol=0)
+    assert g.to("meta").mean.device.type == "meta" and g.channels.device.type == "meta"
+
+
+@pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
+def test_to_cuda_moves_the_fitted_state_and_scores_there():
+    support, test = _features(6, 12, 2, 3, seed=13), _features(2, 12, 2, 3, seed=14)
+    g = PositionalGaussian().fit(support, channels=torch.arange(0, 12, 3))
+    expected = g.mahalanobis(test)
+    g.to("cuda")
+    assert all(buffer.is_cuda for buffer in g.buffers())
+    got = g.mahalanobis(test)  # CPU features are moved to the Gaussian's device
+    assert got.is_cuda
+    torch.testing.assert_close(got.cpu(), expected, rtol=1e-5, atol=1e-6)
+    h = PositionalGaussian().to("cuda")
+    h.load_state_dict(g.cpu().state_dict())  # loads onto the module's device, as nn.Module does
+    assert all(buffer.is_cuda for buffer in h.buffers())
 
 
 def test_distance_is_nonnegative_and_zero_at_the_mean():
@@ -247,6 +337,8 @@ def test_scoring_is_float32_throughout_and_old_float64_states_still_score():
     assert g.chol.dtype == torch.float32 and g.factor_a.dtype == torch.float32
     state = g.state_dict()
     state["chol"] = state["chol"].double()  # a state saved when the factor was float64
-    old = PositionalGaussian().load_state_dict(state)
+    old = PositionalGaussian()
+    old.load_state_dict(state)
+    assert old.chol.dtype == torch.float64  # loaded as saved
     torch.testing.assert_close(old.mahalanobis(support), g.mahalanobis(support), rtol=1e-6, atol=1e-6)
     assert old.mahalanobis(support).dtype == torch.float32

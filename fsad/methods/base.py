@@ -26,6 +26,11 @@ class FewShotMethod(Protocol):
 
     A method may also set ``image_score`` (a rule name, see :func:`maps_and_image_scores`) and then provide
     ``score_features_with_image_scores(features) -> (distances, image_scores)``.
+
+    The kit's methods are ``nn.Module`` s whose fitted state is buffers (the Gaussian's factors in
+    :class:`fsad.gaussian.PositionalGaussian`, PatchCore's ``bank``) beside the backbone as a submodule, so
+    ``.to(device)``, ``state_dict()`` and ``load_state_dict()`` are torch's own and a saved state loads with
+    ``torch.load(weights_only=True)``.
     """
 
     name: str

@@ -13,11 +13,15 @@ from fsad.methods.base import DEFAULT_FEATURE_BATCH, batched_embed
 from fsad.methods.registry import MethodSpec, register_method
 
 
-class GaussianMethod:
+class GaussianMethod(torch.nn.Module):
     """RegAD's normal model: per-position Gaussian over registered, inverse-warped features.
 
     With an untrained model and no STN this is exactly PaDiM-k (Defard et al., 2021) on k supports:
     the 'none' row of the paper's Table 5 without augmentation and the 'A' row with it.
+
+    An ``nn.Module`` owning ``model`` and the fitted :class:`~fsad.gaussian.PositionalGaussian`
+    (``gaussian``) as submodules: ``.to(device)`` moves both and ``state_dict()`` holds the model's
+    weights and the Gaussian's buffers (``gaussian.*``), everything needed to score again.
 
     Args:
         model: a :class:`fsad.models.regad.RegADModel` (eval mode is set here).
@@ -36,6 +40,7 @@ class GaussianMethod:
         name: str = "regad",
         feature_batch: int = DEFAULT_FEATURE_BATCH,
     ) -> None:
+        super().__init__()
         self.model = model.eval()
         self.augment_families = tuple(augment_families)
         self.channel_subset = channel_subset
@@ -98,6 +103,10 @@ class GaussianMethod:
 
     def score(self, images: torch.Tensor) -> torch.Tensor:
         return self.score_features(self.embed(images))
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        """:meth:`score`."""
+        return self.score(images)
 
     def describe(self) -> dict[str, Any]:
         return {
