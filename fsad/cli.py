@@ -166,6 +166,31 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Every registered method's own options, generated from its ``MethodSpec.options_class`` fields: flag, help,
+    type and choices from each field's :class:`fsad.config.CliOption`, the default from the field, the field
+    name as ``dest`` (so :func:`config_from_args` finds it). An option shared by several methods (RegAD's and
+    PaDiM's ``channel_subset``) is added once."""
+    from fsad.config import cli_fields, field_default
+    from fsad.methods import method_names, method_spec
+
+    added: set[str] = set()
+    for name in method_names():
+        options_class = method_spec(name).options_class
+        for f, cli in cli_fields(options_class) if options_class is not None else []:
+            if f.name in added:
+                continue
+            added.add(f.name)
+            default = field_default(f)
+            if default is False and cli.type is None and cli.choices is None:
+                parser.add_argument(cli.flag, dest=f.name, action="store_true", help=cli.help)
+                continue
+            extra: dict[str, Any] = {"type": cli.type} if cli.type is not None else {}
+            if cli.choices is not None:
+                extra["choices"] = cli.choices
+            parser.add_argument(cli.flag, dest=f.name, default=default, help=cli.help, **extra)
+
+
 def mark_method_options(parser: argparse.ArgumentParser) -> None:
     """Append to each method-owned flag's help the methods it applies to (from the method registry)."""
     from fsad.evaluate import METHOD_OPTIONS
@@ -180,7 +205,6 @@ def mark_method_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from fsad.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMATS
     from fsad.methods import method_names, method_spec
-    from fsad.patchcore import BORDERS, IMAGE_SCORES
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -210,7 +234,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{name} ({method_spec(name).description or name})" for name in method_names()),
     )
     evaluate.add_argument("--manifest", help="support-set manifest JSON (default: committed one, else from the root)")
-    evaluate.add_argument("--checkpoint", help="registration-trained checkpoint (default: untrained, the 'A' row)")
     evaluate.add_argument("--no-augment", action="store_true", help="no support augmentation (the 'none' row)")
     evaluate.add_argument(
         "--augment",
@@ -220,21 +243,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{'/'.join(n for n in method_names() if method_spec(n).augments_by_default)}, none for "
         f"{'/'.join(n for n in method_names() if not method_spec(n).augments_by_default)}",
     )
-    evaluate.add_argument("--channel-subset", type=int, help="PaDiM's random channel subset size d")
-    evaluate.add_argument("--coreset-ratio", type=float, help="PatchCore greedy coreset ratio (default: full bank)")
-    evaluate.add_argument(
-        "--patchcore-border",
-        choices=BORDERS,
-        default=BORDERS[0],
-        help="PatchCore 3x3 average at the border: zero padding counted (the authors') or only the existing neighbours",
-    )
-    evaluate.add_argument(
-        "--patchcore-image-score",
-        choices=IMAGE_SCORES,
-        default=IMAGE_SCORES[0],
-        help="PatchCore image score: max of the raw patch scores (the paper's), max of "
-        "the blurred map, or Eq. 7 reweighting",
-    )
+    add_method_options(evaluate)
     evaluate.add_argument("--out", required=True, help="results JSON (a CSV summary is written beside it)")
     evaluate.add_argument("--resume", action="store_true", help="skip cells already in --out (same options)")
     evaluate.add_argument(
@@ -445,7 +454,7 @@ def evaluation_config(args: argparse.Namespace) -> Any:
         except (FsadError, KeyError, TypeError):
             pass  # evaluate reports what is wrong with the checkpoint, naming the file
     resolve_backbone(args)
-    from fsad.evaluate import EvaluationConfig
+    from fsad.evaluate import evaluation_config_class
 
     # RegAD/PaDiM augment supports by default (the paper's 'A'); PatchCore's bank is plain unless asked,
     # since 22 views multiply its nearest-neighbour search by 22 (MethodSpec.augments_by_default).
@@ -459,7 +468,7 @@ def evaluation_config(args: argparse.Namespace) -> Any:
         families = list(AUGMENT_FAMILIES) if method_spec(args.method).augments_by_default else []
     stn_mode = None if getattr(args, "no_stn", False) else args.stn_mode
     return config_from_args(
-        EvaluationConfig,
+        evaluation_config_class(),  # EvaluationConfig, composed with a later-registered method's options
         args,
         categories=list(args.categories),
         ks=list(args.k),

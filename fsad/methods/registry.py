@@ -34,8 +34,13 @@ class MethodSpec:
         name: the ``--method`` value, recorded in results files.
         label: base table label (:func:`fsad.figures.method_label` adds ``_trained``, ``_noaug`` / ``_aug``).
         description: a few words for ``--method``'s help.
-        options: the :class:`fsad.evaluate.EvaluationConfig` options it owns, as (config field, CLI flag)
-            pairs; a non-default value of an option no chosen method owns is refused.
+        options_class: its own options, a ``@dataclass(kw_only=True)`` of :func:`fsad.config.option` fields
+            (e.g. :class:`fsad.methods.patchcore.PatchCoreOptions`); each field is a config field and a CLI flag
+            generated from its metadata. :class:`fsad.evaluate.EvaluationConfig` inherits the built-in methods'
+            classes; a method registered later gets a config class composed with its own
+            (:func:`fsad.evaluate.evaluation_config_class`).
+        shared_options: fields of :class:`fsad.config.ModelOptions` that only this method uses (RegAD's
+            ``stn_mode``, ``attention``, ``dcn``): owned like its own options, but declared once for train too.
         uses_stn: whether its model keeps the STNs (without, the model is built with ``stn_mode=None``).
         accepts_checkpoint: whether a registration-trained ``--checkpoint`` applies (figures use
             ``<checkpoint_dir>/<category>/last.pt`` for it).
@@ -50,7 +55,8 @@ class MethodSpec:
     build: Callable[[Any, "torch.nn.Module"], "FewShotMethod"]
     label: str = ""
     description: str = ""
-    options: tuple[tuple[str, str], ...] = ()
+    options_class: type | None = None
+    shared_options: tuple[str, ...] = ()
     uses_stn: bool = False
     accepts_checkpoint: bool = False
     augments_by_default: bool = True
@@ -58,6 +64,21 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if not self.label:
             object.__setattr__(self, "label", self.name)
+
+    @property
+    def options(self) -> tuple[tuple[str, str], ...]:
+        """The options it owns as (config field, CLI flag) pairs: its ``shared_options``, then its
+        ``options_class``'s fields; a non-default value of an option no chosen method owns is refused."""
+        from fsad.config import ModelOptions, cli_fields, cli_option
+
+        own = cli_fields(self.options_class) if self.options_class is not None else []
+        shared = []
+        for name in self.shared_options:
+            flag = cli_option(ModelOptions, name)
+            if flag is None:
+                raise ConfigError(f"Method {self.name!r}: shared option {name!r} is not a field of ModelOptions.")
+            shared.append((name, flag.label))
+        return (*shared, *((f.name, flag.label) for f, flag in own))
 
     @property
     def option_fields(self) -> tuple[str, ...]:
