@@ -55,6 +55,18 @@ class EvaluationConfig(RunOptions, PatchCoreOptions, RegADOptions, ModelOptions,
     method: str = "regad"
     overwrite: bool = False
 
+    def __getattr__(self, name: str) -> Any:
+        """An option of a method registered later (not a field of this class) reads as its default, so that
+        method's ``build`` works with any EvaluationConfig (a notebook's, the widgets'); a config of
+        :func:`evaluation_config_class` holds it as a field (the CLI's)."""
+        if not name.startswith("_"):
+            for spec_name in method_names():
+                options_class = method_spec(spec_name).options_class
+                fields = {f.name: f for f in dataclasses.fields(options_class)} if options_class else {}
+                if name in fields:
+                    return field_default(fields[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
     def resume_key(self) -> dict[str, Any]:
         """The options a resumed file must share with this run (everything but the cell list and how it runs).
 
@@ -154,7 +166,7 @@ def check_method_options(config: EvaluationConfig) -> None:
     """
     for name, (methods, flag) in METHOD_OPTIONS.items():
         default = _default(name)
-        value = getattr(config, name, default)
+        value = getattr(config, name)
         if config.method in methods or value == default or value in _INERT_VALUES.get(name, ()):
             continue
         raise ConfigError(
@@ -188,7 +200,7 @@ def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfi
         name: _default(name)
         for name, (methods, _) in METHOD_OPTIONS.items()
         if method not in methods
-        and hasattr(config, name)
+        and name in {f.name for f in dataclasses.fields(config)}
         and getattr(config, name) not in (_default(name), *_INERT_VALUES.get(name, ()))
     }
     return dataclasses.replace(config, method=method, **reset)
