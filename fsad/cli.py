@@ -92,38 +92,34 @@ def add_data_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
-def add_train_options(parser: argparse.ArgumentParser, epochs: int | None = None) -> None:
-    """Optimiser/pairing options shared by ``train`` and the ablation grids."""
-    from fsad.train import (
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_EPOCHS,
-        DEFAULT_LR,
-        DEFAULT_MOMENTUM,
-        DEFAULT_SUPPORT_K,
-        DEFAULT_WEIGHT_DECAY,
-        PAIRINGS,
-    )
+def add_options(parser: argparse.ArgumentParser, options_class: type, skip: set[str] | None = None) -> None:
+    """One flag per :func:`fsad.config.option` field of ``options_class``: flag, help, type and choices from the
+    field's :class:`fsad.config.CliOption`, the default from the field (a bool field defaulting to False is a
+    switch), the field name as ``dest`` (so :func:`config_from_args` finds it). Fields named in ``skip`` are
+    left out, and the names added are put in it (an option shared by two classes is added once)."""
+    from fsad.config import cli_fields, field_default
 
-    parser.add_argument("--epochs", type=int, default=epochs or DEFAULT_EPOCHS, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pairs per batch")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="SGD learning rate")
-    parser.add_argument("--momentum", type=float, default=DEFAULT_MOMENTUM, help="SGD momentum")
-    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, help="SGD weight decay")
-    parser.add_argument(
-        "--pairing",
-        choices=PAIRINGS,
-        default="pair",
-        help="pair: two images of a category; mean-of-k: query vs the mean of k supports' "
-        "registered layer-3 features (the authors' code)",
-    )
-    parser.add_argument("--support-k", type=int, default=DEFAULT_SUPPORT_K, help="k of --pairing mean-of-k")
-    parser.add_argument(
-        "--train-backbone",
-        action="store_true",
-        help="fine-tune the backbone too (the authors' code does; frozen by default)",
-    )
-    parser.add_argument("--max-steps-per-epoch", type=int, help="cut each epoch after N batches (smoke runs)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (0 caches images in memory)")
+    skip = set() if skip is None else skip
+    for f, cli in cli_fields(options_class):
+        if f.name in skip:
+            continue
+        skip.add(f.name)
+        default = field_default(f)
+        if default is False and cli.type is None and cli.choices is None:
+            parser.add_argument(cli.flag, dest=f.name, action="store_true", help=cli.help)
+            continue
+        extra: dict[str, Any] = {"type": cli.type} if cli.type is not None else {}
+        if cli.choices is not None:
+            extra["choices"] = cli.choices
+        parser.add_argument(cli.flag, dest=f.name, default=default, help=cli.help, **extra)
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Optimiser/pairing options shared by ``train`` and the ablation grids: the fields of
+    :class:`fsad.config.TrainingOptions`."""
+    from fsad.config import TrainingOptions
+
+    add_options(parser, TrainingOptions)
 
 
 def resolve_backbone(args: argparse.Namespace) -> None:
@@ -167,28 +163,16 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_method_options(parser: argparse.ArgumentParser) -> None:
-    """Every registered method's own options, generated from its ``MethodSpec.options_class`` fields: flag, help,
-    type and choices from each field's :class:`fsad.config.CliOption`, the default from the field, the field
-    name as ``dest`` (so :func:`config_from_args` finds it). An option shared by several methods (RegAD's and
-    PaDiM's ``channel_subset``) is added once."""
-    from fsad.config import cli_fields, field_default
+    """Every registered method's own options (the fields of its ``MethodSpec.options_class``, see
+    :func:`add_options`); an option shared by several methods (RegAD's and PaDiM's ``channel_subset``) is added
+    once, and :func:`mark_method_options` names the methods it applies to."""
     from fsad.methods import method_names, method_spec
 
     added: set[str] = set()
     for name in method_names():
         options_class = method_spec(name).options_class
-        for f, cli in cli_fields(options_class) if options_class is not None else []:
-            if f.name in added:
-                continue
-            added.add(f.name)
-            default = field_default(f)
-            if default is False and cli.type is None and cli.choices is None:
-                parser.add_argument(cli.flag, dest=f.name, action="store_true", help=cli.help)
-                continue
-            extra: dict[str, Any] = {"type": cli.type} if cli.type is not None else {}
-            if cli.choices is not None:
-                extra["choices"] = cli.choices
-            parser.add_argument(cli.flag, dest=f.name, default=default, help=cli.help, **extra)
+        if options_class is not None:
+            add_options(parser, options_class, skip=added)
 
 
 def mark_method_options(parser: argparse.ArgumentParser) -> None:

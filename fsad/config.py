@@ -163,18 +163,29 @@ class ProtocolOptions:
 
 @dataclass(kw_only=True)
 class TrainingOptions:
-    """Registration training (the 'F' of RegAD Table 5): optimiser, pairing, what is trained, how data loads."""
+    """Registration training (the 'F' of RegAD Table 5): optimiser, pairing, what is trained, how data loads.
+    Each field is also its ``train`` / ``ablation`` flag (``fsad/cli.py`` ``add_train_options``)."""
 
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    lr: float = DEFAULT_LR
-    momentum: float = DEFAULT_MOMENTUM
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    pairing: str = "pair"
-    support_k: int = DEFAULT_SUPPORT_K
-    train_backbone: bool = False
-    max_steps_per_epoch: int | None = None
-    num_workers: int = 0
+    epochs: int = option("--epochs", "training epochs", default=DEFAULT_EPOCHS, type=int)
+    batch_size: int = option("--batch-size", "pairs per batch", default=DEFAULT_BATCH_SIZE, type=int)
+    lr: float = option("--lr", "SGD learning rate", default=DEFAULT_LR, type=float)
+    momentum: float = option("--momentum", "SGD momentum", default=DEFAULT_MOMENTUM, type=float)
+    weight_decay: float = option("--weight-decay", "SGD weight decay", default=DEFAULT_WEIGHT_DECAY, type=float)
+    pairing: str = option(
+        "--pairing",
+        "pair: two images of a category; mean-of-k: query vs the mean of k supports' registered layer-3 features "
+        "(the authors' code)",
+        default="pair",
+        choices=PAIRINGS,
+    )
+    support_k: int = option("--support-k", "k of --pairing mean-of-k", default=DEFAULT_SUPPORT_K, type=int)
+    train_backbone: bool = option(
+        "--train-backbone", "fine-tune the backbone too (the authors' code does; frozen by default)", default=False
+    )
+    max_steps_per_epoch: int | None = option(
+        "--max-steps-per-epoch", "cut each epoch after N batches (smoke runs)", default=None, type=int
+    )
+    num_workers: int = option("--num-workers", "DataLoader workers (0 caches images in memory)", default=0, type=int)
 
 
 @dataclass(kw_only=True)

@@ -312,3 +312,47 @@ def test_option_metadata_and_no_torch_import() -> None:
     assert cli_option(ModelOptions, "backbone") is None
     code = "import sys, fsad.config; assert 'torch' not in sys.modules, 'fsad.config imported torch'"
     subprocess.run([sys.executable, "-c", code], check=True, cwd=REPO)
+
+
+def test_reproduce_builds_the_same_configs_as_field_by_field_copying() -> None:
+    from fsad.reproduce import ReproduceConfig, evaluation_config, train_config
+
+    config = ReproduceConfig(
+        data_root="d",
+        dataset="mpdd",
+        out="r",
+        epochs=3,
+        batch_size=4,
+        max_steps_per_epoch=2,
+        lr=0.5,
+        ks=[2],
+        runs=2,
+        backbone="mobilenet_v2",
+        weights="random",
+        image_size=64,
+        device="cpu",
+        seed=3,
+        threads=1,
+    )
+    model = dict(backbone="mobilenet_v2", weights="random", image_size=64, device="cpu", seed=3, resume=True)
+    assert train_config(config, "tubes") == TrainConfig(
+        data_root="d",
+        dataset="mpdd",
+        target="tubes",
+        out=str(Path("r") / "checkpoints" / "tubes"),
+        epochs=3,
+        batch_size=4,
+        lr=0.5,
+        max_steps_per_epoch=2,
+        **model,
+    )
+    assert evaluation_config(config, "tubes") == EvaluationConfig(
+        data_root="d",
+        dataset="mpdd",
+        categories=["tubes"],
+        ks=[2],
+        runs=2,
+        out=str(Path("r") / "results" / "tubes.json"),
+        checkpoint=str(Path("r") / "checkpoints" / "tubes" / "last.pt"),
+        **model,
+    )
