@@ -83,10 +83,12 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
+    from data_tools.constants import DATASETS
+
     parser.add_argument("--data-root", required=True, help="dataset root in MVTec layout (<root>/<category>/...)")
     parser.add_argument(
         "--dataset",
-        choices=("mvtec", "mpdd", "synthetic"),
+        choices=DATASETS,
         required=True,
         help="which dataset the root holds (selects the published support manifests)",
     )
