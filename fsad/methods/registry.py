@@ -1,9 +1,10 @@
 """The method registry: one :class:`MethodSpec` per few-shot method, the single place that knows its name.
 
 Evaluation (:func:`fsad.evaluate.build_method`, :data:`fsad.evaluate.METHOD_OPTIONS`), the CLI's ``--method``
-choices and augmentation default, the results/figure labels (:func:`fsad.figures.method_label`,
-:func:`fsad.figures.method_config`) and the widgets' method list all read it. A new method is one module with
-its class and one :func:`register_method` call, imported by ``fsad/methods/__init__.py``.
+choices, augmentation default and each method's own flags (from its ``options_class``), the results/figure
+labels (:func:`fsad.figures.method_label`, :func:`fsad.figures.method_config`) and the widgets' method list all
+read it. A new method is one module with its class (and its options dataclass) and one :func:`register_method`
+call, imported by ``fsad/methods/__init__.py``.
 
 Example:
     >>> from fsad.methods import method_names, method_spec
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from fsad.config import ModelOptions, cli_fields, cli_option
 from fsad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -69,8 +71,6 @@ class MethodSpec:
     def options(self) -> tuple[tuple[str, str], ...]:
         """The options it owns as (config field, CLI flag) pairs: its ``shared_options``, then its
         ``options_class``'s fields; a non-default value of an option no chosen method owns is refused."""
-        from fsad.config import ModelOptions, cli_fields, cli_option
-
         own = cli_fields(self.options_class) if self.options_class is not None else []
         shared = []
         for name in self.shared_options:
