@@ -60,6 +60,10 @@ class CliOption:
         type: argument type (``int``, ``float``); None: a string, or a switch for a bool field.
         choices: the valid values, if restricted (also checked for configs built in Python).
         aliases: other flags that set the same field (``--no-stn``), named in messages only.
+        valid: a test of the value beyond its type and choices (None passes unless the test says otherwise),
+            e.g. ``lambda v: v is None or 0 < v <= 1``; a value that fails it is refused with ``requirement``:
+            "--coreset-ratio must be in (0, 1], ... (got 2.0)."
+        requirement: what ``valid`` requires, worded after the flag ("must be a positive number of channels").
     """
 
     flag: str
@@ -67,6 +71,16 @@ class CliOption:
     type: Callable[[str], Any] | None = None
     choices: tuple[Any, ...] | None = None
     aliases: tuple[str, ...] = ()
+    valid: Callable[[Any], bool] | None = None
+    requirement: str = ""
+
+    def problem(self, value: Any) -> str | None:
+        """Why ``value`` is refused (one line naming the flag and the valid values), or None when it is valid."""
+        if self.choices is not None and value not in self.choices:
+            return f"Unknown {self.flag} {value!r}; choose one of {', '.join(map(str, self.choices))}."
+        if self.valid is not None and not self.valid(value):
+            return f"{self.flag} {self.requirement} (got {value})."
+        return None
 
     @property
     def label(self) -> str:
@@ -83,6 +97,8 @@ def option(
     type: Callable[[str], Any] | None = None,
     choices: tuple[Any, ...] | None = None,
     aliases: tuple[str, ...] = (),
+    valid: Callable[[Any], bool] | None = None,
+    requirement: str = "",
 ) -> Any:
     """A dataclass field that carries its command-line spelling (:class:`CliOption`) as metadata.
 
@@ -93,7 +109,15 @@ def option(
         >>> cli_option(ToyOptions, "radius").flag
         '--toy-radius'
     """
-    cli = CliOption(flag=flag, help=help, type=type, choices=tuple(choices) if choices else None, aliases=aliases)
+    cli = CliOption(
+        flag=flag,
+        help=help,
+        type=type,
+        choices=tuple(choices) if choices else None,
+        aliases=aliases,
+        valid=valid,
+        requirement=requirement,
+    )
     return field(default=default, default_factory=default_factory, metadata={"cli": cli})
 
 

@@ -175,17 +175,20 @@ def check_method_options(config: EvaluationConfig) -> None:
         )
 
 
-def check_choices(config: EvaluationConfig) -> None:
-    """Refuse a method option outside its declared ``choices`` (a config built in Python skips argparse's check).
+def check_option_values(config: EvaluationConfig) -> None:
+    """Refuse a method option outside its declared ``choices`` or failing its ``valid`` test (its
+    :class:`fsad.config.CliOption`; argparse checks only type and choices, and a config built in Python not even
+    those).
 
     Raises:
-        ConfigError: e.g. "Unknown --patchcore-border 'x'; choose one of include_padding, exclude_padding."
+        ConfigError: e.g. "Unknown --patchcore-border 'x'; choose one of include_padding, exclude_padding." or
+            "--coreset-ratio must be in (0, 1], e.g. 0.1 keeps 10% of the bank (got 2.0)."
     """
     for f in dataclasses.fields(config):
         cli = f.metadata.get("cli")
-        value = getattr(config, f.name)
-        if cli is not None and cli.choices is not None and value not in cli.choices:
-            raise ConfigError(f"Unknown {cli.flag} {value!r}; choose one of {', '.join(map(str, cli.choices))}.")
+        problem = cli.problem(getattr(config, f.name)) if cli is not None else None
+        if problem:
+            raise ConfigError(problem)
 
 
 def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfig:
@@ -223,18 +226,12 @@ def _validate(config: EvaluationConfig) -> None:
             f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, "
             f"or 64 for quick tests); got {size!r}."
         )
-    if config.channel_subset is not None and config.channel_subset < 1:
-        raise ConfigError(f"--channel-subset must be a positive number of channels (got {config.channel_subset}).")
-    if config.coreset_ratio is not None and not 0 < config.coreset_ratio <= 1:
-        raise ConfigError(
-            f"--coreset-ratio must be in (0, 1], e.g. 0.1 keeps 10% of the bank (got {config.coreset_ratio})."
-        )
+    check_option_values(config)
     if config.resume and config.overwrite:
         raise ConfigError(
             "--resume and --overwrite exclude each other: --resume keeps the cells in --out, "
             "--overwrite replaces the file."
         )
-    check_choices(config)
     check_method_options(config)
 
 

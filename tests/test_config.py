@@ -294,12 +294,22 @@ def test_committed_results_files_load_and_resume() -> None:
     assert results >= 40 and tables >= 3 and resumable >= 40
 
 
-def test_method_option_choices_are_checked_for_python_configs() -> None:
-    config = EvaluationConfig(
-        data_root="d", dataset="mvtec", categories=["b"], method="patchcore", patchcore_border="x"
-    )
-    with pytest.raises(ConfigError, match="Unknown --patchcore-border 'x'; choose one of include_padding, exclude"):
+@pytest.mark.parametrize(
+    "option,message",
+    [
+        ({"patchcore_border": "x"}, "Unknown --patchcore-border 'x'; choose one of include_padding, exclude_padding."),
+        ({"coreset_ratio": 1.5}, r"--coreset-ratio must be in \(0, 1\], e.g. 0.1 keeps 10% of the bank \(got 1.5\)."),
+        ({"coreset_ratio": 0.0}, r"--coreset-ratio must be in \(0, 1\].* \(got 0.0\)."),
+    ],
+)
+def test_method_option_values_are_checked_from_their_metadata(option, message) -> None:
+    config = EvaluationConfig(data_root="d", dataset="mvtec", categories=["b"], method="patchcore", **option)
+    with pytest.raises(ConfigError, match=message):
         _validate(config)
+    fine = EvaluationConfig(data_root="d", dataset="mvtec", categories=["b"], method="padim", channel_subset=1)
+    _validate(fine)  # d = 1 is valid; 0 is refused
+    with pytest.raises(ConfigError, match=r"--channel-subset must be a positive number of channels \(got 0\)."):
+        _validate(dataclasses.replace(fine, channel_subset=0))
 
 
 def test_option_metadata_and_no_torch_import() -> None:

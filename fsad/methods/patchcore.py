@@ -20,7 +20,12 @@ class PatchCoreOptions:
     """PatchCore's options (defaults: the authors' definitions)."""
 
     coreset_ratio: float | None = option(
-        "--coreset-ratio", "PatchCore greedy coreset ratio (default: full bank)", default=None, type=float
+        "--coreset-ratio",
+        "PatchCore greedy coreset ratio (default: full bank)",
+        default=None,
+        type=float,
+        valid=lambda ratio: ratio is None or 0 < ratio <= 1,
+        requirement="must be in (0, 1], e.g. 0.1 keeps 10% of the bank",
     )
     patchcore_border: str = option(
         "--patchcore-border",

@@ -115,7 +115,12 @@ class GaussianOptions:
     """Options of the per-position Gaussian (RegAD and PaDiM)."""
 
     channel_subset: int | None = option(
-        "--channel-subset", "PaDiM's random channel subset size d (default: all channels)", default=None, type=int
+        "--channel-subset",
+        "PaDiM's random channel subset size d (default: all channels)",
+        default=None,
+        type=int,
+        valid=lambda d: d is None or d >= 1,
+        requirement="must be a positive number of channels",
     )
 
 
