@@ -27,27 +27,25 @@ Example:
 from __future__ import annotations
 
 import math
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Sequence
 
 from data_tools.datasets import list_categories
-from fsad.augment import AUGMENT_FAMILIES
+from fsad.config import (
+    DEFAULT_STN_MODE,
+    DataOptions,
+    ModelOptions,
+    ProtocolOptions,
+    RunOptions,
+    TrainingOptions,
+    derive,
+)
 from fsad.errors import ConfigError, OutputExistsError
 from fsad.evaluate import EvaluationConfig, run_evaluation
 from fsad.paper import PAPER_TABLE5, PAPER_TABLE6, RCM_TABLE7, RCM_TABLE7_VARIANTS
 from fsad.results import PERCENT_KEYS, summarise
-from fsad.train import (
-    DEFAULT_BATCH_SIZE,
-    DEFAULT_EPOCHS,
-    DEFAULT_LR,
-    DEFAULT_MOMENTUM,
-    DEFAULT_SUPPORT_K,
-    DEFAULT_WEIGHT_DECAY,
-    TrainConfig,
-    checkpoint_complete,
-    train,
-)
+from fsad.train import TrainConfig, checkpoint_complete, train
 from fsad.utils import atomic_write_json, atomic_write_text, check_output_dir, environment_info, resolve_device
 
 ABLATION_FORMAT = "fsad-ablation-v1"
@@ -104,42 +102,19 @@ _TABLE6_LABELS = {
 }
 
 
-@dataclass
-class AblationConfig:
-    """Settings of an ablation grid: data, evaluation protocol, training and model options.
+@dataclass(kw_only=True)
+class AblationConfig(RunOptions, TrainingOptions, ModelOptions, ProtocolOptions, DataOptions):
+    """Settings of an ablation grid: data, evaluation protocol, training and model options (the groups of
+    :mod:`fsad.config`, shared with :class:`~fsad.train.TrainConfig` and :class:`~fsad.evaluate.EvaluationConfig`).
 
     ``stn_mode`` is the STN of Table 5's 'S' rows (paper: rotation_scale on MVTec; affine was best on MPDD).
     ``categories`` (default: every category under the root) are the evaluated targets; each is trained on all
-    the *other* categories under the root.
+    the *other* categories under the root. ``ks`` defaults to the table's own k.
     """
 
-    data_root: str
-    dataset: str
-    out: str
     categories: list[str] | None = None
     ks: list[int] | None = None
-    runs: int = 10
-    stn_mode: str = "rotation_scale"
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    lr: float = DEFAULT_LR
-    momentum: float = DEFAULT_MOMENTUM
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    pairing: str = "pair"
-    support_k: int = DEFAULT_SUPPORT_K
-    train_backbone: bool = False
-    max_steps_per_epoch: int | None = None
-    num_workers: int = 0
-    image_size: int = 224
-    backbone: str = "resnet18"
-    weights: str = "imagenet"
-    attention: str = "none"
-    dcn: bool = False
-    augment_families: list[str] = field(default_factory=lambda: list(AUGMENT_FAMILIES))
-    manifest: str | None = None
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
+    stn_mode: str = DEFAULT_STN_MODE
 
 
 # --------------------------------------------------------------------------- the two building blocks
@@ -149,30 +124,13 @@ def checkpoint_path(config: AblationConfig, setting: str, target: str) -> Path:
 
 def train_config(config: AblationConfig, setting: str, target: str) -> TrainConfig:
     """The leave-``target``-out training of one setting (``no_stn`` or an STN mode)."""
-    return TrainConfig(
-        data_root=config.data_root,
-        dataset=config.dataset,
+    return derive(
+        TrainConfig,
+        config,
         target=target,
         out=str(checkpoint_path(config, setting, target).parent),
         stn_mode=None if setting == NO_STN else setting,
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        momentum=config.momentum,
-        weight_decay=config.weight_decay,
-        image_size=config.image_size,
-        pairing=config.pairing,
-        support_k=config.support_k,
-        backbone=config.backbone,
-        weights=config.weights,
-        attention=config.attention,
-        dcn=config.dcn,
-        train_backbone=config.train_backbone,
-        device=config.device,
-        seed=config.seed,
         resume=True,
-        max_steps_per_epoch=config.max_steps_per_epoch,
-        num_workers=config.num_workers,
     )
 
 
@@ -196,25 +154,16 @@ def evaluate_cell(
 ) -> dict[str, Any]:
     """Evaluate one (setting, augmentation) on one target over ``ks`` × runs (resumable)."""
     trained = setting != UNTRAINED
-    evaluation = EvaluationConfig(
-        data_root=config.data_root,
-        dataset=config.dataset,
+    evaluation = derive(
+        EvaluationConfig,
+        config,
         categories=[target],
         ks=list(ks),
-        runs=config.runs,
         out=str(Path(config.out) / "cells" / f"{setting}__{'aug' if augment else 'noaug'}" / f"{target}.json"),
         method="regad",
-        backbone=config.backbone,
-        weights=config.weights,
         checkpoint=str(checkpoint) if trained else None,
         stn_mode=None if setting in (UNTRAINED, NO_STN) else setting,
         augment_families=list(config.augment_families) if augment else [],
-        image_size=config.image_size,
-        manifest=config.manifest,
-        attention=config.attention,
-        dcn=config.dcn,
-        device=config.device,
-        seed=config.seed,
         resume=True,
     )
     return run_evaluation(evaluation, progress=progress)

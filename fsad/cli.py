@@ -83,47 +83,45 @@ def add_model_options(parser: argparse.ArgumentParser) -> None:
 
 
 def add_data_options(parser: argparse.ArgumentParser) -> None:
+    from data_tools.constants import DATASETS
+
     parser.add_argument("--data-root", required=True, help="dataset root in MVTec layout (<root>/<category>/...)")
     parser.add_argument(
         "--dataset",
-        choices=("mvtec", "mpdd", "synthetic"),
+        choices=DATASETS,
         required=True,
         help="which dataset the root holds (selects the published support manifests)",
     )
 
 
-def add_train_options(parser: argparse.ArgumentParser, epochs: int | None = None) -> None:
-    """Optimiser/pairing options shared by ``train`` and the ablation grids."""
-    from fsad.train import (
-        DEFAULT_BATCH_SIZE,
-        DEFAULT_EPOCHS,
-        DEFAULT_LR,
-        DEFAULT_MOMENTUM,
-        DEFAULT_SUPPORT_K,
-        DEFAULT_WEIGHT_DECAY,
-        PAIRINGS,
-    )
+def add_options(parser: argparse.ArgumentParser, options_class: type, skip: set[str] | None = None) -> None:
+    """One flag per :func:`fsad.config.option` field of ``options_class``: flag, help, type and choices from the
+    field's :class:`fsad.config.CliOption`, the default from the field (a bool field defaulting to False is a
+    switch), the field name as ``dest`` (so :func:`config_from_args` finds it). Fields named in ``skip`` are
+    left out, and the names added are put in it (an option shared by two classes is added once)."""
+    from fsad.config import cli_fields, field_default
 
-    parser.add_argument("--epochs", type=int, default=epochs or DEFAULT_EPOCHS, help="training epochs")
-    parser.add_argument("--batch-size", type=int, default=DEFAULT_BATCH_SIZE, help="pairs per batch")
-    parser.add_argument("--lr", type=float, default=DEFAULT_LR, help="SGD learning rate")
-    parser.add_argument("--momentum", type=float, default=DEFAULT_MOMENTUM, help="SGD momentum")
-    parser.add_argument("--weight-decay", type=float, default=DEFAULT_WEIGHT_DECAY, help="SGD weight decay")
-    parser.add_argument(
-        "--pairing",
-        choices=PAIRINGS,
-        default="pair",
-        help="pair: two images of a category; mean-of-k: query vs the mean of k supports' "
-        "registered layer-3 features (the authors' code)",
-    )
-    parser.add_argument("--support-k", type=int, default=DEFAULT_SUPPORT_K, help="k of --pairing mean-of-k")
-    parser.add_argument(
-        "--train-backbone",
-        action="store_true",
-        help="fine-tune the backbone too (the authors' code does; frozen by default)",
-    )
-    parser.add_argument("--max-steps-per-epoch", type=int, help="cut each epoch after N batches (smoke runs)")
-    parser.add_argument("--num-workers", type=int, default=0, help="DataLoader workers (0 caches images in memory)")
+    skip = set() if skip is None else skip
+    for f, cli in cli_fields(options_class):
+        if f.name in skip:
+            continue
+        skip.add(f.name)
+        default = field_default(f)
+        if default is False and cli.type is None and cli.choices is None:
+            parser.add_argument(cli.flag, dest=f.name, action="store_true", help=cli.help)
+            continue
+        extra: dict[str, Any] = {"type": cli.type} if cli.type is not None else {}
+        if cli.choices is not None:
+            extra["choices"] = cli.choices
+        parser.add_argument(cli.flag, dest=f.name, default=default, help=cli.help, **extra)
+
+
+def add_train_options(parser: argparse.ArgumentParser) -> None:
+    """Optimiser/pairing options shared by ``train`` and the ablation grids: the fields of
+    :class:`fsad.config.TrainingOptions`."""
+    from fsad.config import TrainingOptions
+
+    add_options(parser, TrainingOptions)
 
 
 def resolve_backbone(args: argparse.Namespace) -> None:
@@ -166,6 +164,19 @@ def add_executor_options(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def add_method_options(parser: argparse.ArgumentParser) -> None:
+    """Every registered method's own options (the fields of its ``MethodSpec.options_class``, see
+    :func:`add_options`); an option shared by several methods (RegAD's and PaDiM's ``channel_subset``) is added
+    once, and :func:`mark_method_options` names the methods it applies to."""
+    from fsad.methods import method_names, method_spec
+
+    added: set[str] = set()
+    for name in method_names():
+        options_class = method_spec(name).options_class
+        if options_class is not None:
+            add_options(parser, options_class, skip=added)
+
+
 def mark_method_options(parser: argparse.ArgumentParser) -> None:
     """Append to each method-owned flag's help the methods it applies to (from the method registry)."""
     from fsad.evaluate import METHOD_OPTIONS
@@ -180,7 +191,6 @@ def mark_method_options(parser: argparse.ArgumentParser) -> None:
 def build_parser() -> argparse.ArgumentParser:
     from fsad.checkpoint import CHECKPOINT_FORMAT, LEGACY_FORMATS
     from fsad.methods import method_names, method_spec
-    from fsad.patchcore import BORDERS, IMAGE_SCORES
 
     parser = argparse.ArgumentParser(
         prog=PROG,
@@ -210,7 +220,6 @@ def build_parser() -> argparse.ArgumentParser:
         help="; ".join(f"{name} ({method_spec(name).description or name})" for name in method_names()),
     )
     evaluate.add_argument("--manifest", help="support-set manifest JSON (default: committed one, else from the root)")
-    evaluate.add_argument("--checkpoint", help="registration-trained checkpoint (default: untrained, the 'A' row)")
     evaluate.add_argument("--no-augment", action="store_true", help="no support augmentation (the 'none' row)")
     evaluate.add_argument(
         "--augment",
@@ -220,21 +229,7 @@ def build_parser() -> argparse.ArgumentParser:
         f"{'/'.join(n for n in method_names() if method_spec(n).augments_by_default)}, none for "
         f"{'/'.join(n for n in method_names() if not method_spec(n).augments_by_default)}",
     )
-    evaluate.add_argument("--channel-subset", type=int, help="PaDiM's random channel subset size d")
-    evaluate.add_argument("--coreset-ratio", type=float, help="PatchCore greedy coreset ratio (default: full bank)")
-    evaluate.add_argument(
-        "--patchcore-border",
-        choices=BORDERS,
-        default=BORDERS[0],
-        help="PatchCore 3x3 average at the border: zero padding counted (the authors') or only the existing neighbours",
-    )
-    evaluate.add_argument(
-        "--patchcore-image-score",
-        choices=IMAGE_SCORES,
-        default=IMAGE_SCORES[0],
-        help="PatchCore image score: max of the raw patch scores (the paper's), max of "
-        "the blurred map, or Eq. 7 reweighting",
-    )
+    add_method_options(evaluate)
     evaluate.add_argument("--out", required=True, help="results JSON (a CSV summary is written beside it)")
     evaluate.add_argument("--resume", action="store_true", help="skip cells already in --out (same options)")
     evaluate.add_argument(
@@ -445,7 +440,7 @@ def evaluation_config(args: argparse.Namespace) -> Any:
         except (FsadError, KeyError, TypeError):
             pass  # evaluate reports what is wrong with the checkpoint, naming the file
     resolve_backbone(args)
-    from fsad.evaluate import EvaluationConfig
+    from fsad.evaluate import evaluation_config_class
 
     # RegAD/PaDiM augment supports by default (the paper's 'A'); PatchCore's bank is plain unless asked,
     # since 22 views multiply its nearest-neighbour search by 22 (MethodSpec.augments_by_default).
@@ -459,7 +454,7 @@ def evaluation_config(args: argparse.Namespace) -> Any:
         families = list(AUGMENT_FAMILIES) if method_spec(args.method).augments_by_default else []
     stn_mode = None if getattr(args, "no_stn", False) else args.stn_mode
     return config_from_args(
-        EvaluationConfig,
+        evaluation_config_class(),  # EvaluationConfig, composed with a later-registered method's options
         args,
         categories=list(args.categories),
         ks=list(args.k),

@@ -10,7 +10,7 @@ from __future__ import annotations
 import dataclasses
 import time
 import warnings
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator, Mapping
 
@@ -26,48 +26,46 @@ from data_tools.manifests import (
     save_manifest,
     support_files,
 )
-from fsad.augment import AUGMENT_FAMILIES
+from fsad.config import (
+    DataOptions,
+    ModelOptions,
+    ProtocolOptions,
+    RunOptions,
+    field_default,
+)
 from fsad.errors import CheckpointError, ConfigError, OutputExistsError
 from fsad.methods import FewShotMethod, find_method_spec, maps_and_image_scores, method_names, method_spec
+from fsad.methods.patchcore import PatchCoreOptions
+from fsad.methods.regad import RegADOptions
 from fsad.metrics import aupro, f1_max, image_auroc, pixel_auroc
 from fsad.results import ResultsFile, check_resume, format_table, read_results_for_resume, summarise
 from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file, synchronize
 
-# The paper's default STN mode for MVTec (Table 6: rotation+scale is best there).
-DEFAULT_STN_MODE = "rotation_scale"
-# Paper: 224x224 inputs (Sec. 5.1).
-DEFAULT_IMAGE_SIZE = 224
 
+@dataclass(kw_only=True)
+class EvaluationConfig(RunOptions, PatchCoreOptions, RegADOptions, ModelOptions, ProtocolOptions, DataOptions):
+    """Everything that determines an evaluation's numbers (recorded in the results file).
 
-@dataclass
-class EvaluationConfig:
-    """Everything that determines an evaluation's numbers (recorded in the results file)."""
+    Composed of :mod:`fsad.config`'s groups (data, protocol, model, run) and the built-in methods' own options
+    (:class:`~fsad.methods.regad.RegADOptions`, :class:`~fsad.methods.patchcore.PatchCoreOptions`), all flat:
+    ``config.coreset_ratio``; :func:`dataclasses.asdict` gives the results file's ``config``.
+    """
 
-    data_root: str
-    dataset: str
-    categories: list[str]
-    ks: list[int] = field(default_factory=lambda: [2, 4, 8])
-    runs: int = 10
     out: str = "results/evaluation.json"
     method: str = "regad"
-    backbone: str = "resnet18"
-    weights: str = "imagenet"
-    checkpoint: str | None = None
-    stn_mode: str | None = DEFAULT_STN_MODE
-    augment_families: list[str] = field(default_factory=lambda: list(AUGMENT_FAMILIES))
-    image_size: int = DEFAULT_IMAGE_SIZE
-    manifest: str | None = None
-    channel_subset: int | None = None
-    coreset_ratio: float | None = None
-    # PatchCore only (fsad.patchcore.BORDERS / IMAGE_SCORES; defaults: the authors' definitions).
-    patchcore_border: str = "include_padding"
-    patchcore_image_score: str = "patch_max"
-    attention: str = "none"
-    dcn: bool = False
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
     overwrite: bool = False
+
+    def __getattr__(self, name: str) -> Any:
+        """An option of a method registered later (not a field of this class) reads as its default, so that
+        method's ``build`` works with any EvaluationConfig (a notebook's, the widgets'); a config of
+        :func:`evaluation_config_class` holds it as a field (the CLI's)."""
+        if not name.startswith("_"):
+            for spec_name in method_names():
+                options_class = method_spec(spec_name).options_class
+                fields = {f.name: f for f in dataclasses.fields(options_class)} if options_class else {}
+                if name in fields:
+                    return field_default(fields[name])
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
     def resume_key(self) -> dict[str, Any]:
         """The options a resumed file must share with this run (everything but the cell list and how it runs).
@@ -79,14 +77,42 @@ class EvaluationConfig:
         for name in ("categories", "ks", "runs", "out", "resume", "overwrite", "device"):
             key.pop(name)
         spec = find_method_spec(self.method)
-        for name in _LATE_OPTIONS:  # files of the methods without them resume as before these options existed
-            if spec is None or name not in spec.option_fields:
-                key.pop(name)
+        owned = spec.option_fields if spec is not None else ()
+        # Files of the methods without them resume as before these options existed; the options of a method
+        # registered later (a config of evaluation_config_class()) likewise stay out of other methods' keys.
+        late = (*_LATE_OPTIONS, *(name for name in key if name not in _BUILT_IN_FIELDS))
+        for name in late:
+            if name not in owned:
+                key.pop(name, None)
         return key
 
 
 # Options added after results files existed: only a method that owns them puts them in its resume key.
 _LATE_OPTIONS = ("patchcore_border", "patchcore_image_score")
+_BUILT_IN_FIELDS = frozenset(f.name for f in dataclasses.fields(EvaluationConfig))
+_COMPOSED: dict[tuple[type, ...], type] = {}
+
+
+def evaluation_config_class() -> type[EvaluationConfig]:
+    """:class:`EvaluationConfig`, or, when a registered method's options class is not among its bases (a method
+    registered by a test or a plugin), a subclass composed with those classes, so their options are fields too.
+
+    Example:
+        >>> evaluation_config_class() is EvaluationConfig  # the built-in methods only
+        True
+    """
+    extra = tuple(
+        dict.fromkeys(
+            cls
+            for cls in (method_spec(name).options_class for name in method_names())
+            if cls is not None and not issubclass(EvaluationConfig, cls)
+        )
+    )
+    if not extra:
+        return EvaluationConfig
+    if extra not in _COMPOSED:
+        _COMPOSED[extra] = dataclass(kw_only=True)(type("EvaluationConfig", (EvaluationConfig, *extra), {}))
+    return _COMPOSED[extra]
 
 
 class _MethodOptions(Mapping[str, tuple[tuple[str, ...], str]]):
@@ -115,17 +141,21 @@ class _MethodOptions(Mapping[str, tuple[tuple[str, ...], str]]):
 
 
 #: Options that belong to some methods only: config field -> (methods it applies to, CLI flag), built from the
-#: :class:`fsad.methods.MethodSpec` ``options`` of the registered methods. A field that differs from its
-#: default under another method is refused (naming the method it belongs to), never silently ignored and
-#: recorded as if it had been used. A new method-specific option is one pair in its method's spec.
+#: :class:`fsad.methods.MethodSpec` ``options`` of the registered methods (their ``options_class`` fields and
+#: ``shared_options``). A field that differs from its default under another method is refused (naming the
+#: method it belongs to), never silently ignored and recorded as if it had been used.
 METHOD_OPTIONS: Mapping[str, tuple[tuple[str, ...], str]] = _MethodOptions()
 # Values a method that lacks the option runs with anyway, so they are not refused: PaDiM and PatchCore have no STN.
 _INERT_VALUES: dict[str, tuple[Any, ...]] = {"stn_mode": (None,)}
-_DEFAULTS = {
-    f.name: (f.default if f.default is not dataclasses.MISSING else f.default_factory())  # type: ignore[misc]
-    for f in dataclasses.fields(EvaluationConfig)
-    if f.default is not dataclasses.MISSING or f.default_factory is not dataclasses.MISSING
-}
+
+
+def _option_field(name: str) -> dataclasses.Field:
+    """The declaration of a method option: a field of EvaluationConfig or of a registered method's options class."""
+    return {f.name: f for f in dataclasses.fields(evaluation_config_class())}[name]
+
+
+def _default(name: str) -> Any:
+    return field_default(_option_field(name))
 
 
 def check_method_options(config: EvaluationConfig) -> None:
@@ -135,13 +165,30 @@ def check_method_options(config: EvaluationConfig) -> None:
         ConfigError: e.g. ``--method patchcore --attention mam``: "--attention applies to --method regad only".
     """
     for name, (methods, flag) in METHOD_OPTIONS.items():
+        default = _default(name)
         value = getattr(config, name)
-        if config.method in methods or value == _DEFAULTS[name] or value in _INERT_VALUES.get(name, ()):
+        if config.method in methods or value == default or value in _INERT_VALUES.get(name, ()):
             continue
         raise ConfigError(
             f"{flag} {value!r} applies to --method {' / '.join(methods)} only, not to --method "
             f"{config.method}; drop {flag.split(' / ')[0]} or choose --method {methods[0]}."
         )
+
+
+def check_option_values(config: EvaluationConfig) -> None:
+    """Refuse a method option outside its declared ``choices`` or failing its ``valid`` test (its
+    :class:`fsad.config.CliOption`; argparse checks only type and choices, and a config built in Python not even
+    those).
+
+    Raises:
+        ConfigError: e.g. "Unknown --patchcore-border 'x'; choose one of include_padding, exclude_padding." or
+            "--coreset-ratio must be in (0, 1], e.g. 0.1 keeps 10% of the bank (got 2.0)."
+    """
+    for f in dataclasses.fields(config):
+        cli = f.metadata.get("cli")
+        problem = cli.problem(getattr(config, f.name)) if cli is not None else None
+        if problem:
+            raise ConfigError(problem)
 
 
 def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfig:
@@ -153,9 +200,11 @@ def options_for_method(config: EvaluationConfig, method: str) -> EvaluationConfi
         'none'
     """
     reset = {
-        name: _DEFAULTS[name]
+        name: _default(name)
         for name, (methods, _) in METHOD_OPTIONS.items()
-        if method not in methods and getattr(config, name) not in (_DEFAULTS[name], *_INERT_VALUES.get(name, ()))
+        if method not in methods
+        and name in {f.name for f in dataclasses.fields(config)}
+        and getattr(config, name) not in (_default(name), *_INERT_VALUES.get(name, ()))
     }
     return dataclasses.replace(config, method=method, **reset)
 
@@ -177,27 +226,11 @@ def _validate(config: EvaluationConfig) -> None:
             f"--image-size must be a multiple of {IMAGE_SIZE_MULTIPLE} (e.g. 224, the paper's size, "
             f"or 64 for quick tests); got {size!r}."
         )
-    if config.channel_subset is not None and config.channel_subset < 1:
-        raise ConfigError(f"--channel-subset must be a positive number of channels (got {config.channel_subset}).")
-    if config.coreset_ratio is not None and not 0 < config.coreset_ratio <= 1:
-        raise ConfigError(
-            f"--coreset-ratio must be in (0, 1], e.g. 0.1 keeps 10% of the bank (got {config.coreset_ratio})."
-        )
+    check_option_values(config)
     if config.resume and config.overwrite:
         raise ConfigError(
             "--resume and --overwrite exclude each other: --resume keeps the cells in --out, "
             "--overwrite replaces the file."
-        )
-    from fsad.patchcore import BORDERS, IMAGE_SCORES
-
-    if config.patchcore_border not in BORDERS:
-        raise ConfigError(
-            f"Unknown --patchcore-border {config.patchcore_border!r}; choose one of {', '.join(BORDERS)}."
-        )
-    if config.patchcore_image_score not in IMAGE_SCORES:
-        raise ConfigError(
-            f"Unknown --patchcore-image-score {config.patchcore_image_score!r}; "
-            f"choose one of {', '.join(IMAGE_SCORES)}."
         )
     check_method_options(config)
 

@@ -28,6 +28,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from fsad.config import derive
 from fsad.errors import ConfigError, MissingFileError
 from fsad.utils import atomic_write_json, atomic_write_text
 
@@ -103,43 +104,22 @@ def plan_tasks(config: ReproduceConfig) -> list[Task]:
 
 
 def train_config(config: ReproduceConfig, target: str):
+    """The leave-``target``-out training (every option the two configs share, by name, from ``config``)."""
     from fsad.train import TrainConfig
 
-    return TrainConfig(
-        data_root=config.data_root,
-        dataset=config.dataset,
-        target=target,
-        out=str(Path(config.out) / "checkpoints" / target),
-        epochs=config.epochs,
-        batch_size=config.batch_size,
-        lr=config.lr,
-        image_size=config.image_size,
-        backbone=config.backbone,
-        weights=config.weights,
-        device=config.device,
-        seed=config.seed,
-        resume=True,
-        max_steps_per_epoch=config.max_steps_per_epoch,
-    )
+    return derive(TrainConfig, config, target=target, out=str(Path(config.out) / "checkpoints" / target), resume=True)
 
 
 def evaluation_config(config: ReproduceConfig, target: str):
     from fsad.evaluate import EvaluationConfig
     from fsad.train import LAST_CHECKPOINT
 
-    return EvaluationConfig(
-        data_root=config.data_root,
-        dataset=config.dataset,
+    return derive(
+        EvaluationConfig,
+        config,
         categories=[target],
-        ks=list(config.ks),
-        runs=config.runs,
         out=str(Path(config.out) / "results" / f"{target}.json"),
-        backbone=config.backbone,
-        weights=config.weights,
         checkpoint=str(Path(config.out) / "checkpoints" / target / LAST_CHECKPOINT),
-        image_size=config.image_size,
-        device=config.device,
-        seed=config.seed,
         resume=True,
     )
 

@@ -62,19 +62,25 @@ from tqdm.auto import tqdm
 
 from data_tools.datasets import check_category, image_files, list_categories, load_image
 from fsad.checkpoint import CHECKPOINT_FORMAT, CheckpointError, read_checkpoint, save_checkpoint
+
+# The paper's and the authors' defaults (Sec. 5.1, their train.py) live with the training options in
+# fsad/config.py; imported here under their old names (fsad.train.DEFAULT_EPOCHS ...).
+from fsad.config import (
+    DEFAULT_BATCH_SIZE,  # noqa: F401
+    DEFAULT_EPOCHS,  # noqa: F401
+    DEFAULT_LR,  # noqa: F401
+    DEFAULT_MOMENTUM,  # noqa: F401
+    DEFAULT_SUPPORT_K,  # noqa: F401
+    DEFAULT_WEIGHT_DECAY,  # noqa: F401
+    PAIRINGS,
+    DataOptions,
+    ModelOptions,
+    RunOptions,
+    TrainingOptions,
+)
 from fsad.errors import ConfigError, OutputExistsError, TrainingDiverged
 from fsad.utils import atomic_write_text, check_output_dir, resolve_device, seed_everything
 
-# Paper Sec. 5.1 and the authors' train.py defaults.
-DEFAULT_EPOCHS = 50
-DEFAULT_BATCH_SIZE = 32
-DEFAULT_LR = 1e-4
-DEFAULT_MOMENTUM = 0.9
-# The authors' optim.SGD(...) passes no weight_decay, i.e. 0.
-DEFAULT_WEIGHT_DECAY = 0.0
-# The authors' --shot default (train.py): the k of the mean-of-k pairing.
-DEFAULT_SUPPORT_K = 2
-PAIRINGS = ("pair", "mean-of-k")
 LAST_CHECKPOINT = "last.pt"
 STEP_LOG = "train_log.csv"
 EPOCH_LOG = "epochs.csv"
@@ -83,9 +89,11 @@ EPOCH_LOG = "epochs.csv"
 _RESUME_FREE_FIELDS = ("out", "resume", "device", "num_workers", "cache_images", "keep_epochs")
 
 
-@dataclass
-class TrainConfig:
+@dataclass(kw_only=True)
+class TrainConfig(RunOptions, TrainingOptions, ModelOptions, DataOptions):
     """Everything that determines a training run (stored in every checkpoint as ``train_config``).
+
+    Composed of :mod:`fsad.config`'s data, model, training and run groups, plus the fields below.
 
     Args:
         data_root: dataset root in MVTec layout.
@@ -108,31 +116,9 @@ class TrainConfig:
         cache_images: keep decoded training images in memory (main process only).
     """
 
-    data_root: str
-    dataset: str
     target: str
-    out: str
-    stn_mode: str | None = "rotation_scale"
-    epochs: int = DEFAULT_EPOCHS
-    batch_size: int = DEFAULT_BATCH_SIZE
-    lr: float = DEFAULT_LR
-    momentum: float = DEFAULT_MOMENTUM
-    weight_decay: float = DEFAULT_WEIGHT_DECAY
-    image_size: int = 224
-    pairing: str = "pair"
-    support_k: int = DEFAULT_SUPPORT_K
-    backbone: str = "resnet18"
-    weights: str = "imagenet"
-    attention: str = "none"
-    dcn: bool = False
-    train_backbone: bool = False
     train_categories: list[str] | None = None
-    device: str = "auto"
-    seed: int = 0
-    resume: bool = False
-    max_steps_per_epoch: int | None = None
     keep_epochs: bool = False
-    num_workers: int = 0
     cache_images: bool = True
 
     @property

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
@@ -14,19 +15,26 @@ import fsad
 from data_tools.synthetic import generate_synthetic_dataset
 from fsad import figures
 from fsad.cli import build_parser, main
+from fsad.config import option
 from fsad.errors import ConfigError
-from fsad.evaluate import METHOD_OPTIONS, EvaluationConfig, build_method, run_evaluation
+from fsad.evaluate import METHOD_OPTIONS, EvaluationConfig, build_method, evaluation_config_class, run_evaluation
 from fsad.methods import FewShotMethod, MethodSpec, method_names, method_spec, register_method, unregister_method
 
 
-# ----------------------------------------------------------------- the whole toy method: one class, one call
+# ------------------------------------------------- the whole toy method: one class, its options, one call
+@dataclass(kw_only=True)
+class NearestMeanOptions:
+    toy_norm: int = option("--toy-norm", "p of the p-norm distance to the support mean", default=2, type=int)
+
+
 class NearestMeanMethod:
-    """Distance of each test patch to the mean of the support patches at the same position."""
+    """Distance (p-norm) of each test patch to the mean of the support patches at the same position."""
 
     name = "toy"
 
-    def __init__(self, model: torch.nn.Module) -> None:
+    def __init__(self, model: torch.nn.Module, p: int = 2) -> None:
         self.model = model.eval()
+        self.p = p
         self.mean: torch.Tensor | None = None
 
     @torch.no_grad()
@@ -39,7 +47,7 @@ class NearestMeanMethod:
 
     @torch.no_grad()
     def score_features(self, features: torch.Tensor) -> torch.Tensor:
-        return (features - self.mean).norm(dim=1)
+        return torch.linalg.vector_norm(features - self.mean, ord=self.p, dim=1)
 
     def describe(self) -> dict:
         return {"method": self.name}
@@ -48,7 +56,12 @@ class NearestMeanMethod:
 @pytest.fixture
 def toy():
     spec = register_method(
-        MethodSpec(name="toy", build=lambda config, model: NearestMeanMethod(model), augments_by_default=False)
+        MethodSpec(
+            name="toy",
+            build=lambda config, model: NearestMeanMethod(model, config.toy_norm),
+            options_class=NearestMeanOptions,
+            augments_by_default=False,
+        )
     )
     yield spec
     unregister_method("toy")
@@ -109,16 +122,18 @@ def _cli_args(root, out) -> list[str]:
 
 
 def test_adding_the_toy_is_one_class_and_one_registry_call() -> None:
-    """The count, by construction: this file defines the toy with one class and one register_method call, and
-    no file of the package names it (so nothing else was touched to make the tests below pass)."""
+    """The count, by construction: this file defines the toy with one class (and its options dataclass) and one
+    register_method call, and no file of the package names it (so nothing else was touched to make the tests
+    below pass)."""
     tree = ast.parse(Path(__file__).read_text())
     classes = [node for node in tree.body if isinstance(node, ast.ClassDef)]
     calls = [node for node in ast.walk(tree) if isinstance(node, ast.Call) and isinstance(node.func, ast.Name)]
     specs = [call for call in calls if call.func.id == "MethodSpec"]
     registrations = [call for call in calls if call.func.id == "register_method" and call.args[0] in specs]
-    assert [c.name for c in classes] == ["NearestMeanMethod"] and len(specs) == len(registrations) == 1
+    assert [c.name for c in classes] == ["NearestMeanOptions", "NearestMeanMethod"]
+    assert len(specs) == len(registrations) == 1
     package = Path(fsad.__file__).parent
-    mentions = [p for p in package.rglob("*.py") if '"toy"' in p.read_text() or "'toy'" in p.read_text()]
+    mentions = [p for p in package.rglob("*.py") if any(w in p.read_text() for w in ('"toy"', "'toy'", "toy_norm"))]
     assert mentions == []
     assert "toy" not in method_names()
 
@@ -130,10 +145,16 @@ def test_registry_lookup_and_errors(toy) -> None:
         method_spec("nope")
     with pytest.raises(ConfigError, match="already registered"):
         register_method(toy)
-    # The options table is the specs' options: the built-in rows, none for the toy.
+    # The options table is the specs' options: the built-in rows, and the toy's own option.
     assert METHOD_OPTIONS["channel_subset"] == (("regad", "padim"), "--channel-subset")
     assert METHOD_OPTIONS["coreset_ratio"] == (("patchcore",), "--coreset-ratio")
-    assert all("toy" not in methods for methods, _ in METHOD_OPTIONS.values())
+    assert METHOD_OPTIONS["stn_mode"] == (("regad",), "--stn-mode / --no-stn")
+    assert METHOD_OPTIONS["toy_norm"] == (("toy",), "--toy-norm")
+    assert [name for name, (methods, _) in METHOD_OPTIONS.items() if "toy" in methods] == ["toy_norm"]
+    assert toy.options == (("toy_norm", "--toy-norm"),) and method_spec("padim").options == METHOD_OPTIONS_PADIM
+
+
+METHOD_OPTIONS_PADIM = (("channel_subset", "--channel-subset"),)
 
 
 def test_toy_runs_through_run_evaluation(toy, root, tmp_path) -> None:
@@ -199,3 +220,32 @@ def test_toy_in_the_widgets_method_list(toy, root, tmp_path) -> None:
     document = run_evaluation(_config(root, tmp_path / "w.json", method="toy"), progress=False)
     assert result.image_auroc == pytest.approx(document["cells"][0]["image_auroc"], abs=1e-6)
     assert result.pixel_auroc == pytest.approx(document["cells"][0]["pixel_auroc"], abs=1e-6)
+
+
+def test_toy_option_is_a_flag_of_its_own_and_refused_for_other_methods(toy, root, tmp_path, capsys) -> None:
+    """The toy's options dataclass is all it takes for `--toy-norm`: in `evaluate --help` (with its default and
+    owner), in the config (recorded, in the resume key), refused with another method, ignored by none."""
+    with pytest.raises(SystemExit) as help_exit:
+        main(["evaluate", "--help"])
+    assert help_exit.value.code == 0
+    text = " ".join(capsys.readouterr().out.split())
+    assert "--toy-norm TOY_NORM p of the p-norm distance to the support mean [--method toy only] (default: 2)" in text
+    # Another method with the toy's option: refused by name before any work.
+    regad = _cli_args(root, tmp_path / "regad.json")
+    regad[regad.index("toy")] = "regad"
+    assert main([*regad, "--toy-norm", "1"]) == 2
+    assert "error: --toy-norm 1 applies to --method toy only, not to --method regad; drop --toy-norm" in (
+        capsys.readouterr().err
+    )
+    assert not (tmp_path / "regad.json").exists()
+    # The toy with it: used, recorded, part of the resume key; the default is recorded when it is not given.
+    assert main([*_cli_args(root, tmp_path / "one.json"), "--toy-norm", "1"]) == 0
+    written = json.loads((tmp_path / "one.json").read_text())
+    assert written["config"]["toy_norm"] == 1 and written["resume_key"]["toy_norm"] == 1
+    config = evaluation_config_class()(**{**written["config"], "out": str(tmp_path / "x.json")})
+    assert build_method(config, torch.device("cpu"))[0].p == 1
+    # A plain EvaluationConfig (a notebook's, the widgets') reads the toy's option as its default; other methods'
+    # resume keys (files written before the toy existed) do not gain the toy's option.
+    assert _config(root, tmp_path / "p.json", method="toy").toy_norm == 2
+    assert build_method(_config(root, tmp_path / "p.json", method="toy"), torch.device("cpu"))[0].p == 2
+    assert "toy_norm" not in evaluation_config_class()(**{**written["config"], "method": "regad"}).resume_key()

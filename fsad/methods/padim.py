@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from fsad.methods.regad import build_gaussian
+from fsad.methods.regad import GaussianOptions, build_gaussian
 from fsad.methods.registry import MethodSpec, register_method
 
 register_method(
@@ -11,7 +11,7 @@ register_method(
         name="padim",
         label="padim",
         description="Gaussian without STNs",
-        options=(("channel_subset", "--channel-subset"),),
+        options_class=GaussianOptions,
         uses_stn=False,
         accepts_checkpoint=False,
         augments_by_default=True,

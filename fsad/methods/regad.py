@@ -3,11 +3,13 @@ per-position Gaussian over (optionally STN-registered) features of augmented sup
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any, Sequence
 
 import torch
 
 from fsad.augment import AUGMENT_FAMILIES, augment_supports
+from fsad.config import option
 from fsad.gaussian import PositionalGaussian, random_channel_subset
 from fsad.methods.base import DEFAULT_FEATURE_BATCH, batched_embed
 from fsad.methods.registry import MethodSpec, register_method
@@ -117,6 +119,29 @@ class GaussianMethod(torch.nn.Module):
         }
 
 
+@dataclass(kw_only=True)
+class GaussianOptions:
+    """Options of the per-position Gaussian (RegAD and PaDiM)."""
+
+    channel_subset: int | None = option(
+        "--channel-subset",
+        "PaDiM's random channel subset size d (default: all channels)",
+        default=None,
+        type=int,
+        valid=lambda d: d is None or d >= 1,
+        requirement="must be a positive number of channels",
+    )
+
+
+@dataclass(kw_only=True)
+class RegADOptions(GaussianOptions):
+    """RegAD's options: the Gaussian's, and a registration-trained checkpoint."""
+
+    checkpoint: str | None = option(
+        "--checkpoint", "registration-trained checkpoint (default: untrained, the 'A' row)", default=None
+    )
+
+
 def build_gaussian(config: Any, model: torch.nn.Module) -> GaussianMethod:
     """RegAD's and PaDiM's factory: a :class:`GaussianMethod` on the whole model (STNs included for RegAD)."""
     return GaussianMethod(
@@ -133,13 +158,8 @@ register_method(
         name="regad",
         label="regad",
         description="augmented Gaussian, optional trained STNs",
-        options=(
-            ("checkpoint", "--checkpoint"),
-            ("stn_mode", "--stn-mode / --no-stn"),
-            ("attention", "--attention"),
-            ("dcn", "--dcn"),
-            ("channel_subset", "--channel-subset"),
-        ),
+        options_class=RegADOptions,
+        shared_options=("stn_mode", "attention", "dcn"),
         uses_stn=True,
         accepts_checkpoint=True,
         augments_by_default=True,

@@ -1,9 +1,10 @@
 """The method registry: one :class:`MethodSpec` per few-shot method, the single place that knows its name.
 
 Evaluation (:func:`fsad.evaluate.build_method`, :data:`fsad.evaluate.METHOD_OPTIONS`), the CLI's ``--method``
-choices and augmentation default, the results/figure labels (:func:`fsad.figures.method_label`,
-:func:`fsad.figures.method_config`) and the widgets' method list all read it. A new method is one module with
-its class and one :func:`register_method` call, imported by ``fsad/methods/__init__.py``.
+choices, augmentation default and each method's own flags (from its ``options_class``), the results/figure
+labels (:func:`fsad.figures.method_label`, :func:`fsad.figures.method_config`) and the widgets' method list all
+read it. A new method is one module with its class (and its options dataclass) and one :func:`register_method`
+call, imported by ``fsad/methods/__init__.py``.
 
 Example:
     >>> from fsad.methods import method_names, method_spec
@@ -18,6 +19,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, Callable
 
+from fsad.config import ModelOptions, cli_fields, cli_option
 from fsad.errors import ConfigError
 
 if TYPE_CHECKING:
@@ -34,8 +36,13 @@ class MethodSpec:
         name: the ``--method`` value, recorded in results files.
         label: base table label (:func:`fsad.figures.method_label` adds ``_trained``, ``_noaug`` / ``_aug``).
         description: a few words for ``--method``'s help.
-        options: the :class:`fsad.evaluate.EvaluationConfig` options it owns, as (config field, CLI flag)
-            pairs; a non-default value of an option no chosen method owns is refused.
+        options_class: its own options, a ``@dataclass(kw_only=True)`` of :func:`fsad.config.option` fields
+            (e.g. :class:`fsad.methods.patchcore.PatchCoreOptions`); each field is a config field and a CLI flag
+            generated from its metadata. :class:`fsad.evaluate.EvaluationConfig` inherits the built-in methods'
+            classes; a method registered later gets a config class composed with its own
+            (:func:`fsad.evaluate.evaluation_config_class`).
+        shared_options: fields of :class:`fsad.config.ModelOptions` that only this method uses (RegAD's
+            ``stn_mode``, ``attention``, ``dcn``): owned like its own options, but declared once for train too.
         uses_stn: whether its model keeps the STNs (without, the model is built with ``stn_mode=None``).
         accepts_checkpoint: whether a registration-trained ``--checkpoint`` applies (figures use
             ``<checkpoint_dir>/<category>/last.pt`` for it).
@@ -50,7 +57,8 @@ class MethodSpec:
     build: Callable[[Any, "torch.nn.Module"], "FewShotMethod"]
     label: str = ""
     description: str = ""
-    options: tuple[tuple[str, str], ...] = ()
+    options_class: type | None = None
+    shared_options: tuple[str, ...] = ()
     uses_stn: bool = False
     accepts_checkpoint: bool = False
     augments_by_default: bool = True
@@ -58,6 +66,19 @@ class MethodSpec:
     def __post_init__(self) -> None:
         if not self.label:
             object.__setattr__(self, "label", self.name)
+
+    @property
+    def options(self) -> tuple[tuple[str, str], ...]:
+        """The options it owns as (config field, CLI flag) pairs: its ``shared_options``, then its
+        ``options_class``'s fields; a non-default value of an option no chosen method owns is refused."""
+        own = cli_fields(self.options_class) if self.options_class is not None else []
+        shared = []
+        for name in self.shared_options:
+            flag = cli_option(ModelOptions, name)
+            if flag is None:
+                raise ConfigError(f"Method {self.name!r}: shared option {name!r} is not a field of ModelOptions.")
+            shared.append((name, flag.label))
+        return (*shared, *((f.name, flag.label) for f, flag in own))
 
     @property
     def option_fields(self) -> tuple[str, ...]:
