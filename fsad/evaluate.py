@@ -17,20 +17,19 @@ from typing import Any, Iterator, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from data_tools.datasets import check_category, load_supports, load_test_set
+from data_tools.datasets import check_category, load_test_set
 from data_tools.manifests import (
     check_manifest_files,
     default_manifest_path,
     load_manifest,
     make_manifest,
     save_manifest,
-    support_files,
 )
 from fsad.augment import AUGMENT_FAMILIES
 from fsad.errors import CheckpointError, ConfigError, OutputExistsError
-from fsad.methods import FewShotMethod, find_method_spec, maps_and_image_scores, method_names, method_spec
-from fsad.metrics import aupro, f1_max, image_auroc, pixel_auroc
+from fsad.methods import FewShotMethod, find_method_spec, method_names, method_spec
 from fsad.results import ResultsFile, check_resume, format_table, read_results_for_resume, summarise
+from fsad.scoring import cell_metrics, fit_and_score, load_run_supports
 from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file, synchronize
 
 # The paper's default STN mode for MVTec (Table 6: rotation+scale is best there).
@@ -406,15 +405,8 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
         images = test["images"].to(device)
         test_features, embed_seconds = _timed(device, method.embed, images)
         for k, run in cells:
-            files = support_files(manifest, category, k, run)
-            supports = load_supports(config.data_root, category, files, config.image_size).to(device)
-            seed_everything(config.seed + run)
-            _, adaptation_s = _timed(device, method.fit, supports)
-            (maps_tensor, scores_tensor), score_s = _timed(
-                device, maps_and_image_scores, method, test_features, config.image_size
-            )
-            maps = maps_tensor.cpu().numpy()
-            scores = scores_tensor.cpu().numpy()
+            files, supports = load_run_supports(manifest, config.data_root, category, k, run, config.image_size, device)
+            scored = fit_and_score(method, supports, test_features, config.image_size, config.seed + run, device)
             cell = {
                 "method": config.method,
                 "category": category,
@@ -423,12 +415,9 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
                 "support_files": files,
                 "n_test": int(len(labels)),
                 "n_defective": int(labels.sum()),
-                "image_auroc": image_auroc(labels, scores),
-                "f1_max": f1_max(labels, scores),
-                "pixel_auroc": pixel_auroc(masks, maps) if has_masks else None,
-                "aupro": aupro(masks, maps) if has_masks else None,
-                "adaptation_s": adaptation_s,
-                "inference_images_per_s": len(labels) / (embed_seconds + score_s),
+                **cell_metrics(labels, scored.scores, scored.maps, masks if has_masks else None),
+                "adaptation_s": scored.adaptation_s,
+                "inference_images_per_s": len(labels) / (embed_seconds + scored.score_s),
             }
             results.add(cell)
             bar.update(1)

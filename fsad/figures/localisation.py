@@ -27,10 +27,9 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
         titles of the ``n`` best-detected defects (highest scores), the ``n`` worst (lowest-scored defects)
         and the ``n`` highest-scored good images (false alarms).
     """
-    from data_tools.datasets import AnomalyDataset, load_supports
-    from data_tools.manifests import support_files
+    from data_tools.datasets import AnomalyDataset
     from fsad.evaluate import build_method, resolve_manifest
-    from fsad.methods import maps_and_image_scores
+    from fsad.scoring import fit_and_score, load_run_supports
     from fsad.utils import resolve_device, seed_everything
 
     device = resolve_device(config.device)
@@ -42,18 +41,17 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     manifest, _ = resolve_manifest(config)
     seed_everything(config.seed)
     method, _ = build_method(config, device)
-    files = support_files(manifest, category, k, run)
-    supports = load_supports(config.data_root, category, files, config.image_size).to(device)
-    seed_everything(config.seed + run)
-    method.fit(supports)
     test_set = AnomalyDataset(
         config.data_root, category, split="test", image_size=config.image_size, dataset=config.dataset
     )
     items = [test_set[i] for i in range(len(test_set))]
     images = torch.stack([item["image"] for item in items])
     with torch.no_grad():
-        maps, scores = maps_and_image_scores(method, method.embed(images.to(device)), config.image_size)
-    scores = scores.cpu().numpy()
+        features = method.embed(images.to(device))
+    # The path run_evaluation scores this (category, k, run) by, so the maps are those behind its numbers.
+    files, supports = load_run_supports(manifest, config.data_root, category, k, run, config.image_size, device)
+    scored = fit_and_score(method, supports, features, config.image_size, config.seed + run, device)
+    scores = scored.scores
     labels = np.asarray(test_set.labels)
     selection = select_examples(scores, labels, n)
     names = [Path(p).parent.name + "/" + Path(p).name for p in test_set.paths]
@@ -62,7 +60,7 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     return {
         "images": images,
         "masks": torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool),
-        "maps": maps.cpu().numpy(),
+        "maps": scored.maps,
         "scores": scores,
         "labels": labels,
         "paths": list(test_set.paths),
