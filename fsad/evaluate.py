@@ -8,7 +8,6 @@ atomically, so ``resume=True`` skips what a previous, interrupted run already di
 from __future__ import annotations
 
 import dataclasses
-import time
 import warnings
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,14 +16,13 @@ from typing import Any, Iterator, Mapping
 import torch
 from tqdm.auto import tqdm
 
-from data_tools.datasets import check_category, load_supports, load_test_set
+from data_tools.datasets import check_category, load_test_set
 from data_tools.manifests import (
     check_manifest_files,
     default_manifest_path,
     load_manifest,
     make_manifest,
     save_manifest,
-    support_files,
 )
 from fsad.config import (
     DataOptions,
@@ -34,12 +32,12 @@ from fsad.config import (
     field_default,
 )
 from fsad.errors import CheckpointError, ConfigError, OutputExistsError
-from fsad.methods import FewShotMethod, find_method_spec, maps_and_image_scores, method_names, method_spec
+from fsad.methods import FewShotMethod, find_method_spec, method_names, method_spec
 from fsad.methods.patchcore import PatchCoreOptions
 from fsad.methods.regad import RegADOptions
-from fsad.metrics import aupro, f1_max, image_auroc, pixel_auroc
 from fsad.results import ResultsFile, check_resume, format_table, read_results_for_resume, summarise
-from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file, synchronize
+from fsad.scoring import cell_metrics, fit_and_score, load_run_supports, timed
+from fsad.utils import check_output_file, environment_info, resolve_device, seed_everything, sha256_file
 
 
 @dataclass(kw_only=True)
@@ -386,14 +384,6 @@ def build_method(config: EvaluationConfig, device: torch.device) -> tuple[FewSho
     return method, provenance
 
 
-def _timed(device: torch.device, fn, *args):
-    synchronize(device)
-    start = time.perf_counter()
-    value = fn(*args)
-    synchronize(device)
-    return value, time.perf_counter() - start
-
-
 def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str, Any]:
     """Evaluate ``config.method`` over categories × k × runs and write the results JSON/CSV.
 
@@ -437,17 +427,10 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
         test = load_test_set(config.data_root, category, config.image_size, config.dataset)
         labels, masks, has_masks = test["labels"], test["masks"], test["has_masks"]
         images = test["images"].to(device)
-        test_features, embed_seconds = _timed(device, method.embed, images)
+        test_features, embed_seconds = timed(device, method.embed, images)
         for k, run in cells:
-            files = support_files(manifest, category, k, run)
-            supports = load_supports(config.data_root, category, files, config.image_size).to(device)
-            seed_everything(config.seed + run)
-            _, adaptation_s = _timed(device, method.fit, supports)
-            (maps_tensor, scores_tensor), score_s = _timed(
-                device, maps_and_image_scores, method, test_features, config.image_size
-            )
-            maps = maps_tensor.cpu().numpy()
-            scores = scores_tensor.cpu().numpy()
+            files, supports = load_run_supports(manifest, config.data_root, category, k, run, config.image_size, device)
+            scored = fit_and_score(method, supports, test_features, config.image_size, config.seed + run, device)
             cell = {
                 "method": config.method,
                 "category": category,
@@ -456,12 +439,9 @@ def run_evaluation(config: EvaluationConfig, progress: bool = True) -> dict[str,
                 "support_files": files,
                 "n_test": int(len(labels)),
                 "n_defective": int(labels.sum()),
-                "image_auroc": image_auroc(labels, scores),
-                "f1_max": f1_max(labels, scores),
-                "pixel_auroc": pixel_auroc(masks, maps) if has_masks else None,
-                "aupro": aupro(masks, maps) if has_masks else None,
-                "adaptation_s": adaptation_s,
-                "inference_images_per_s": len(labels) / (embed_seconds + score_s),
+                **cell_metrics(labels, scored.scores, scored.maps, masks if has_masks else None),
+                "adaptation_s": scored.adaptation_s,
+                "inference_images_per_s": len(labels) / (embed_seconds + scored.score_s),
             }
             results.add(cell)
             bar.update(1)

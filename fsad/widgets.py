@@ -3,9 +3,9 @@
 The widgets only wire controls to library calls. :class:`ExplorerSession` (no UI) does what one
 cell of :func:`fsad.evaluate.run_evaluation` does — build the model (:func:`fsad.evaluate.build_method`),
 fit the chosen method (any of :func:`fsad.methods.method_names`, built by its
-:class:`fsad.methods.MethodSpec`) on the manifest's run-0 supports, score the test set,
-:func:`fsad.methods.maps_and_image_scores`, :mod:`fsad.metrics` — with caches so that moving a control
-costs one fit, not a reload: test images per category and test features per
+:class:`fsad.methods.MethodSpec`) on the manifest's run-0 supports and score the test set through the same
+:mod:`fsad.scoring` path (:func:`fsad.scoring.fit_and_score`, :func:`fsad.scoring.cell_metrics`) — with
+caches so that moving a control costs one fit, not a reload: test images per category and test features per
 (category, model) are computed once.
 
 Example (in a notebook):
@@ -34,14 +34,14 @@ import matplotlib.pyplot as plt
 import numpy as np
 import torch
 
-from data_tools.datasets import check_category, load_supports, load_test_set
-from data_tools.manifests import manifest_for, support_files
+from data_tools.datasets import check_category, load_test_set
+from data_tools.manifests import manifest_for
 from fsad import viz
 from fsad.augment import AUGMENT_FAMILIES, views_per_image
 from fsad.evaluate import EvaluationConfig, build_method
-from fsad.methods import maps_and_image_scores, method_names, method_spec
-from fsad.metrics import image_auroc, pixel_auroc
+from fsad.methods import method_names, method_spec
 from fsad.models.stn import STN_MODES
+from fsad.scoring import cell_metrics, fit_and_score, load_run_supports
 from fsad.utils import resolve_device, seed_everything
 
 # CPU-friendly defaults: one interaction = one Gaussian fit on k x 22 views plus scoring, well under
@@ -251,14 +251,14 @@ class ExplorerSession:
         feature_key = (method, category, self.image_size, stn_mode, str(checkpoint) if checkpoint else None)
         if feature_key not in self._features:
             self._features[feature_key] = scorer.embed(test["images"].to(self.device))
-        files = support_files(self.manifest, category, int(k), 0)
-        supports = load_supports(self.data_root, category, files, self.image_size).to(self.device)
-        seed_everything(self.seed)
-        scorer.fit(supports)
-        maps_tensor, scores_tensor = maps_and_image_scores(scorer, self._features[feature_key], self.image_size)
-        maps = maps_tensor.cpu().numpy()
-        scores = scores_tensor.cpu().numpy()
+        # Run 0 of the manifest, scored as run_evaluation scores it (seed + run, run = 0).
+        files, supports = load_run_supports(
+            self.manifest, self.data_root, category, int(k), 0, self.image_size, self.device
+        )
+        scored = fit_and_score(scorer, supports, self._features[feature_key], self.image_size, self.seed, self.device)
+        maps, scores = scored.maps, scored.scores
         masks = test["masks"] if test["has_masks"] else None
+        metrics = cell_metrics(test["labels"], scores, maps, masks, names=("image_auroc", "pixel_auroc"))
         return ExplorerResult(
             category=category,
             k=int(k),
@@ -266,8 +266,8 @@ class ExplorerSession:
             stn_mode=stn_mode,
             checkpoint=str(checkpoint) if checkpoint else None,
             support_files=list(files),
-            image_auroc=image_auroc(test["labels"], scores),
-            pixel_auroc=pixel_auroc(masks, maps) if masks is not None else None,
+            image_auroc=metrics["image_auroc"],
+            pixel_auroc=metrics["pixel_auroc"],
             images=test["images"],
             masks=masks,
             maps=maps,

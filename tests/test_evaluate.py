@@ -63,7 +63,7 @@ def test_resume_skips_finished_cells(tiny_root, tmp_path, monkeypatch):
     def no_more_fits(*args, **kwargs):
         raise AssertionError("a finished cell was recomputed")
 
-    monkeypatch.setattr(evaluate, "load_supports", no_more_fits)
+    monkeypatch.setattr(evaluate, "fit_and_score", no_more_fits)
     document = run_evaluation(_config(tiny_root, out, ks=[1], resume=True), progress=False)
     assert len(document["cells"]) == 2
 

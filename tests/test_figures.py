@@ -4,6 +4,9 @@ from __future__ import annotations
 
 import csv
 import json
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import matplotlib
@@ -290,3 +293,30 @@ def test_method_config_columns_set_method_augmentation_checkpoint_and_out(tmp_pa
     assert (
         figures.method_config(base, "padim", "bottle", tmp_path, checkpoint_dir=tmp_path / "ckpts").checkpoint is None
     )
+
+
+def test_report_reads_results_without_importing_matplotlib(tmp_path: Path) -> None:
+    # fsad.figures is split by job; the plotting module loads only when a figure function is first used.
+    path = _results_file(tmp_path / "a.json", [_cell("regad", "bottle", 2, 0, 0.9)])
+    code = (
+        "import sys\n"
+        "from fsad.cli import main\n"
+        f"assert main(['report', {str(path)!r}]) == 0\n"
+        "assert 'matplotlib' not in sys.modules, 'report imported matplotlib'\n"
+        "from fsad import figures\n"
+        "assert callable(figures.comparison_figure) and 'matplotlib.pyplot' in sys.modules\n"
+    )
+    env = {**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert "| bottle | 2 | 1 | 90.0 / 90.0 / 70.0 |" in result.stdout
+
+
+def test_figures_package_reexports_every_name_and_refuses_unknown_ones() -> None:
+    from fsad.figures import localisation, plots, samples
+
+    assert figures.localisation_examples is localisation.localisation_examples
+    assert figures.save_figure is plots.save_figure and figures.sample_image is samples.sample_image
+    assert all(hasattr(figures, name) for name in figures.__all__) and "save_figure" in dir(figures)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        figures.no_such_name  # noqa: B018

@@ -54,6 +54,7 @@ def test_wheel_carries_notebooks_grids_and_licences(wheel: Path) -> None:
     assert shipped and {f"fsad/_notebooks/{n}" for n in shipped} <= names
     assert {f"fsad/_notebooks/grids/{p.name}" for p in (ROOT / "notebooks" / "grids").glob("*.yaml")} <= names
     assert "fsad/assets/mobilenetv2-12-int8.onnx" in names and "data_tools/manifests/mvtec_ad.json" in names
+    assert {f"fsad/figures/{p.name}" for p in (ROOT / "fsad" / "figures").glob("*.py")} <= names  # subpackage
     licences = [n for n in names if ".dist-info/licenses/" in n]
     assert any(n.endswith("/LICENSE") for n in licences) and any("mobilenetv2" in n for n in licences)
 

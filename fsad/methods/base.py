@@ -22,7 +22,7 @@ class FewShotMethod(Protocol):
     returns and checks). Test features do not depend on the supports, so evaluation embeds the test set once
     per category and scores it against every support set: ``fit(supports)``, then
     ``score_features(embed(images))`` gives the patch distances that :func:`maps_and_image_scores` turns into
-    maps and image scores.
+    maps and image scores (:func:`fsad.scoring.fit_and_score` does both steps for all three).
 
     A method may also set ``image_score`` (a rule name, see :func:`maps_and_image_scores`) and then provide
     ``score_features_with_image_scores(features) -> (distances, image_scores)``.
@@ -86,9 +86,9 @@ def maps_and_image_scores(
 ) -> tuple[torch.Tensor, torch.Tensor]:
     """Anomaly maps ``[M, S, S]`` and image scores ``[M]`` of test features, by the method's image-score rule.
 
-    The one place where a method's distances become maps and image scores, used by
-    :func:`fsad.evaluate.run_evaluation`, :mod:`fsad.widgets` and :mod:`fsad.figures` so that all three score
-    an image the same way. Maps: :func:`fsad.anomaly_map.anomaly_maps` (upsampling + blur) of
+    The one place where a method's distances become maps and image scores, called by
+    :func:`fsad.scoring.fit_and_score`, the path :func:`fsad.evaluate.run_evaluation`, :mod:`fsad.widgets` and
+    :func:`fsad.figures.localisation_examples` share, so that all three score an image the same way. Maps: :func:`fsad.anomaly_map.anomaly_maps` (upsampling + blur) of
     ``method.score_features(features)``. Image scores: a method's ``image_score`` attribute names the rule
     (PatchCore: ``"patch_max"``, the max of the raw patch distances as in the paper, or ``"reweighted"``,
     Eq. 7, both from ``score_features_with_image_scores``); without it, or with ``"map_max"``, the image
