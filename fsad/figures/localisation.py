@@ -27,7 +27,7 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
         titles of the ``n`` best-detected defects (highest scores), the ``n`` worst (lowest-scored defects)
         and the ``n`` highest-scored good images (false alarms).
     """
-    from data_tools.datasets import AnomalyDataset
+    from data_tools.datasets import load_test_set
     from fsad.evaluate import build_method, resolve_manifest
     from fsad.scoring import fit_and_score, load_run_supports
     from fsad.utils import resolve_device, seed_everything
@@ -41,31 +41,29 @@ def localisation_examples(config: Any, category: str, k: int, run: int = 0, n: i
     manifest, _ = resolve_manifest(config)
     seed_everything(config.seed)
     method, _ = build_method(config, device)
-    test_set = AnomalyDataset(
-        config.data_root, category, split="test", image_size=config.image_size, dataset=config.dataset
-    )
-    items = [test_set[i] for i in range(len(test_set))]
-    images = torch.stack([item["image"] for item in items])
+    # The same loader as run_evaluation and the widgets (both classes checked).
+    test = load_test_set(config.data_root, category, config.image_size, config.dataset)
+    images = test["images"]
     with torch.no_grad():
         features = method.embed(images.to(device))
     # The path run_evaluation scores this (category, k, run) by, so the maps are those behind its numbers.
     files, supports = load_run_supports(manifest, config.data_root, category, k, run, config.image_size, device)
     scored = fit_and_score(method, supports, features, config.image_size, config.seed + run, device)
     scores = scored.scores
-    labels = np.asarray(test_set.labels)
+    labels = test["labels"]
     selection = select_examples(scores, labels, n)
-    names = [Path(p).parent.name + "/" + Path(p).name for p in test_set.paths]
+    names = [Path(p).parent.name + "/" + Path(p).name for p in test["paths"]]
     short = {"best defect": "best", "worst defect": "worst", "false alarm": "false alarm"}
     titles = {i: f"{short[group]}: {names[i]} ({scores[i]:.1f})" for group, idx in selection.items() for i in idx}
     return {
         "images": images,
-        "masks": torch.stack([item["mask"] for item in items])[:, 0].numpy().astype(bool),
+        "masks": test["masks"],
         "maps": scored.maps,
         "scores": scores,
         "labels": labels,
-        "paths": list(test_set.paths),
+        "paths": test["paths"],
         "supports": files,
-        "has_masks": test_set.has_masks,
+        "has_masks": test["has_masks"],
         "selection": selection,
         "titles": titles,
         "category": category,
